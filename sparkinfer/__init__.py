@@ -1,0 +1,27 @@
+"""sparkinfer: offline batch inference with Hugging Face models on Apache Spark.
+
+Example:
+    >>> import sparkinfer as si
+    >>> df = df.withColumn("emb", si.embed("text", "/models/all-MiniLM-L6-v2"))
+"""
+
+from __future__ import annotations
+
+from sparkinfer.errors import InferenceError, MissingDependencyError, ModelLoadError, SparkInferError, SpecError
+from sparkinfer.spark.udf import classify, embed, predict, register
+from sparkinfer.spec import ModelSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InferenceError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "ModelSpec",
+    "SparkInferError",
+    "SpecError",
+    "classify",
+    "embed",
+    "predict",
+    "register",
+]

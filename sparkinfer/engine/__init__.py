@@ -1,0 +1,8 @@
+"""The Spark-free inference engine: Arrow in, Arrow out. Imports torch only inside functions."""
+
+from __future__ import annotations
+
+from sparkinfer.engine.metrics import Metrics
+from sparkinfer.engine.runner import run, run_stream
+
+__all__ = ["Metrics", "run", "run_stream"]

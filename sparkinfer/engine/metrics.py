@@ -1,0 +1,50 @@
+"""Counters of what the engine did, as plain data (picklable, JSON-able, mergeable)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Metrics:
+    """What one engine call (or a sum of them) did.
+
+    Attributes:
+        rows: Input rows, nulls included.
+        null_rows: Null inputs, answered with null and never sent to the model.
+        real_tokens: Tokens of the rows themselves, after truncation.
+        padded_tokens: Tokens sent to the model, padding included (rows x padded length, per micro-batch).
+        truncated_rows: Rows cut to ``max_length``.
+        micro_batches: Forward passes run.
+        model_loads: Models loaded by this call (0 when the per-process cache already held it).
+        model_load_seconds: Seconds spent loading them.
+        tokenize_seconds: Seconds spent tokenizing.
+        forward_seconds: Seconds spent in forward passes and post-processing.
+    """
+
+    rows: int = 0
+    null_rows: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    truncated_rows: int = 0
+    micro_batches: int = 0
+    model_loads: int = 0
+    model_load_seconds: float = 0.0
+    tokenize_seconds: float = 0.0
+    forward_seconds: float = 0.0
+
+    @property
+    def padding_efficiency(self) -> float:
+        """Share of the tokens sent to the model that were real (1.0 means no padding at all)."""
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+    def __add__(self, other: Metrics) -> Metrics:
+        return Metrics(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counters plus ``padding_efficiency``, as a JSON-able dict."""
+        return {**dataclasses.asdict(self), "padding_efficiency": self.padding_efficiency}

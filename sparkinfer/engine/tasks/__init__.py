@@ -1,0 +1,22 @@
+"""Task registry: one line per task module."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import cast
+
+from sparkinfer.engine.tasks import classification, embedding
+from sparkinfer.engine.tasks.base import Head, Task
+
+_TASKS: dict[str, ModuleType] = {
+    "embedding": embedding,
+    "classification": classification,
+}
+
+
+def get_task(name: str) -> Task:
+    """The task module registered under `name` (names are validated by ModelSpec)."""
+    return cast(Task, _TASKS[name])
+
+
+__all__ = ["Head", "Task", "get_task"]

@@ -1,0 +1,152 @@
+"""Column builders: predict / embed / classify, and register for SQL.
+
+Everything that does not depend on the data is validated here, on the driver, when the Column is
+built. The UDF itself is an iterator-of-batches Arrow UDF (``arrow_udf`` on PySpark >= 4.1, a pandas
+UDF before), so the spec is unpickled and the model looked up once per task, not once per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.udf import UserDefinedFunction
+
+from sparkinfer.engine.metrics import Metrics
+from sparkinfer.engine.tasks import get_task
+from sparkinfer.errors import SpecError
+from sparkinfer.spark.types import spark_ddl
+from sparkinfer.spec import ModelSpec, Task
+
+log = logging.getLogger("sparkinfer")
+
+ColumnOrName = Column | str
+
+# PySpark >= 4.1 hands Arrow arrays straight to the UDF; older releases go through pandas.
+_HAS_ARROW_UDF = hasattr(F, "arrow_udf")
+
+
+def predict(col: ColumnOrName, model: str | ModelSpec, *, task: Task | None = None, **options: Any) -> Column:
+    """A Column holding the model's prediction for each row of the string column `col`.
+
+    Args:
+        col: The input text column (name or Column).
+        model: A model directory or hub id (then `task` is required), or a ready ModelSpec.
+        task: ``"embedding"`` or ``"classification"``.
+        **options: Any other ModelSpec field, e.g. ``batch_tokens=8192`` or ``normalize=False``.
+
+    Returns:
+        A Column of the task's type: array<float> for embedding, struct<label, score> for
+        classification. Null input gives null output.
+
+    Raises:
+        SpecError: On the driver, for any invalid argument.
+
+    Example:
+        >>> df.withColumn("pred", predict("text", "/models/clf", task="classification"))
+    """
+    return _make_udf(to_spec(model, task=task, **options))(_as_column(col))
+
+
+def embed(col: ColumnOrName, model: str | ModelSpec, **options: Any) -> Column:
+    """A Column of sentence embeddings (array<float>); see `predict` for the arguments."""
+    return predict(col, model, task="embedding", **options)
+
+
+def classify(col: ColumnOrName, model: str | ModelSpec, **options: Any) -> Column:
+    """A Column of struct<label: string, score: double>; see `predict` for the arguments."""
+    return predict(col, model, task="classification", **options)
+
+
+def register(spark: SparkSession, name: str, model: str | ModelSpec, **options: Any) -> UserDefinedFunction:
+    """Register the model as a SQL function: ``SELECT name(text) FROM t``.
+
+    Args:
+        spark: The session to register in.
+        name: The SQL function name.
+        model: A ModelSpec, or a model path/id plus ``task=...`` in `options`.
+        **options: ModelSpec fields, as in `predict`.
+
+    Returns:
+        The registered UDF (usable from Python as well).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SpecError(f"register's name must be a SQL identifier such as 'embed_text' (got {name!r})")
+    task = options.pop("task", None)
+    return spark.udf.register(name, _make_udf(to_spec(model, task=task, **options)))
+
+
+def to_spec(model: str | ModelSpec, *, task: Task | None = None, **options: Any) -> ModelSpec:
+    """Build (or adjust) the ModelSpec for a column builder, with driver-side errors."""
+    if isinstance(model, ModelSpec):
+        if task is not None and task != model.task:
+            raise SpecError(
+                f"task={task!r} contradicts the ModelSpec's task {model.task!r}; "
+                "drop the task argument or build a spec for that task"
+            )
+        return model.with_options(**options) if options else model
+    if task is None:
+        raise SpecError(
+            f"predict needs task=... with a model path (got model={model!r} and no task); "
+            "pass e.g. task='embedding', or use embed()/classify()"
+        )
+    names = {f.name for f in dataclasses.fields(ModelSpec)} - {"model", "task"}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise SpecError(f"unknown option(s) {unknown}; expected some of {sorted(names)}")
+    return ModelSpec(model, task=task, **options)
+
+
+def _as_column(col: ColumnOrName) -> Column:
+    if isinstance(col, str):
+        return F.col(col)
+    if isinstance(col, Column):
+        return col
+    raise SpecError(f"the input column must be a column name or a Column (got {type(col).__name__}: {col!r})")
+
+
+def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
+    return_type = spark_ddl(get_task(spec.task).arrow_type(spec))
+
+    if _HAS_ARROW_UDF:
+
+        def predict_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+            yield from _run_task(spec, batches)
+
+        return F.arrow_udf(predict_arrow, return_type)  # type: ignore[attr-defined,no-any-return]
+
+    def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series | pd.DataFrame]:
+        for out in _run_task(spec, (pa.array(b, type=pa.string(), from_pandas=True) for b in batches)):
+            yield _to_pandas(out)
+
+    return F.pandas_udf(predict_pandas, return_type)  # type: ignore[call-overload,no-any-return]
+
+
+def _run_task(spec: ModelSpec, batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+    """The executor side of every sparkinfer UDF: one Spark task's stream of Arrow batches."""
+    from pyspark import TaskContext
+
+    from sparkinfer.engine import run_stream
+
+    context = TaskContext.get()
+    cpus = context.cpus() if context is not None else None
+    # Rust tokenizers would start one thread per core in every worker; a 1-CPU task gets one.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if (cpus or 1) > 1 else "false")
+    collected: list[Metrics] = []
+    yield from run_stream(spec, batches, num_threads=cpus, on_metrics=collected.append)
+    task_id = context.taskAttemptId() if context is not None else "-"
+    log.info("sparkinfer task %s: %s", task_id, sum(collected, Metrics()).to_dict())
+
+
+def _to_pandas(out: pa.Array) -> pd.Series | pd.DataFrame:
+    """pandas UDFs return structs as DataFrames and arrays as Series of lists."""
+    if pa.types.is_struct(out.type):
+        return pd.DataFrame({f.name: out.field(i).to_pandas() for i, f in enumerate(out.type)})
+    return out.to_pandas()

@@ -1,0 +1,170 @@
+"""ModelSpec: the frozen, validated description of one model run.
+
+A spec is built on the driver, validated once there, shipped to executors by pickling, and used as the
+key of the per-process model cache. Allowed values live in one place each: a ``Literal`` read with
+``get_args``, so the documentation and the checks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Literal, get_args
+
+from sparkinfer.errors import SpecError
+
+Task = Literal["embedding", "classification"]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+Pooling = Literal["auto", "mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens"]
+FunctionToApply = Literal["auto", "softmax", "sigmoid", "none"]
+
+# Options that only make sense for one task; a non-default value for another task is an error.
+TASK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "embedding": ("pooling", "normalize"),
+    "classification": ("return_all_scores", "top_k", "function_to_apply"),
+}
+# Fields that shape micro-batches but not the loaded model: they stay out of the cache key.
+_BATCHING_FIELDS = ("batch_tokens", "max_batch_size", "buffer_rows")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to run: a model, the task head over it, and how to batch it.
+
+    Args:
+        model: A local directory (``/dbfs/models/x`` or ``./model``) or a hub id resolved from the local
+            Hugging Face cache (nothing is downloaded when ``HF_HUB_OFFLINE=1``).
+        task: One of ``"embedding"`` (array<float>) or ``"classification"`` (struct<label, score>).
+        revision: Hub revision (branch, tag or commit) to pin; ``None`` takes the cached default.
+        max_length: Tokens per row after truncation. ``None`` takes the sentence-transformers
+            ``max_seq_length`` when the model has one, else the model's maximum positions.
+        batch_tokens: Token budget of one micro-batch: rows x padded length never exceeds it
+            (a single row longer than the budget runs alone).
+        max_batch_size: Most rows in one micro-batch, whatever their length.
+        buffer_rows: Rows gathered across Arrow batches and length-sorted together. Larger values pad
+            less but hold more rows in memory; Arrow batches larger than this are cut.
+        dtype: Weights' dtype: ``"auto"`` is float32 on CPU and the best half precision on CUDA.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        trust_remote_code: Allow code shipped inside the model repository to run. Off by default.
+        pooling: Embedding only: ``"auto"`` follows the sentence-transformers pooling config, else mean.
+        normalize: Embedding only: L2-normalize; ``None`` follows the sentence-transformers config.
+        return_all_scores: Classification only: add ``scores``, every label's score in label-id order.
+        top_k: Classification only: add ``scores`` holding the k best labels, best first.
+        function_to_apply: Classification only: ``"auto"`` picks sigmoid for multi-label or single-logit
+            models and softmax otherwise, as transformers' text-classification pipeline does.
+
+    Raises:
+        SpecError: When a value is out of range or an option does not belong to the task.
+    """
+
+    model: str
+    _: KW_ONLY
+    task: Task
+    revision: str | None = None
+    max_length: int | None = None
+    batch_tokens: int = 4096
+    max_batch_size: int = 256
+    buffer_rows: int = 4096
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    pooling: Pooling = "auto"
+    normalize: bool | None = None
+    return_all_scores: bool = False
+    top_k: int | None = None
+    function_to_apply: FunctionToApply = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise SpecError(
+                f"ModelSpec.model must be a non-empty path or hub id (got {self.model!r}); "
+                "pass e.g. '/dbfs/models/my-model' or 'sentence-transformers/all-MiniLM-L6-v2'"
+            )
+        _check_choice("task", self.task, get_args(Task))
+        _check_optional_str("revision", self.revision)
+        _check_positive("max_length", self.max_length, optional=True)
+        _check_positive("batch_tokens", self.batch_tokens)
+        _check_positive("max_batch_size", self.max_batch_size)
+        _check_positive("buffer_rows", self.buffer_rows)
+        _check_choice("dtype", self.dtype, get_args(Dtype))
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise SpecError(
+                "ModelSpec.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' "
+                f"(got {self.device!r})"
+            )
+        _check_bool("trust_remote_code", self.trust_remote_code)
+        _check_choice("pooling", self.pooling, get_args(Pooling))
+        if self.normalize is not None:
+            _check_bool("normalize", self.normalize)
+        _check_bool("return_all_scores", self.return_all_scores)
+        _check_positive("top_k", self.top_k, optional=True)
+        _check_choice("function_to_apply", self.function_to_apply, get_args(FunctionToApply))
+        if self.return_all_scores and self.top_k is not None:
+            raise SpecError(
+                f"ModelSpec.return_all_scores and top_k exclude each other (got return_all_scores=True, "
+                f"top_k={self.top_k!r}); use top_k=None for every label, or return_all_scores=False"
+            )
+        if self.max_length is not None and self.batch_tokens < self.max_length:
+            raise SpecError(
+                f"ModelSpec.batch_tokens must be at least max_length={self.max_length} so that one full-length "
+                f"row fits a micro-batch (got batch_tokens={self.batch_tokens}); raise batch_tokens or lower "
+                "max_length"
+            )
+        self._check_task_options()
+
+    def _check_task_options(self) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        own = TASK_OPTIONS[self.task]
+        for task, names in TASK_OPTIONS.items():
+            for name in names:
+                if name not in own and getattr(self, name) != defaults[name]:
+                    raise SpecError(
+                        f"ModelSpec.{name} applies to task {task!r}, not {self.task!r} "
+                        f"(got {name}={getattr(self, name)!r}); drop it, or use task={task!r}"
+                    )
+
+    @property
+    def cache_key(self) -> ModelSpec:
+        """This spec with the batching fields reset: specs that load the same model share a key."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in _BATCHING_FIELDS}
+        return dataclasses.replace(self, **defaults)
+
+    def with_options(self, **options: Any) -> ModelSpec:
+        """Return a copy with some fields replaced (and validated again).
+
+        Raises:
+            SpecError: If a name is not a ModelSpec field or a value is invalid.
+        """
+        names = {f.name for f in dataclasses.fields(self)} - {"_"}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise SpecError(
+                f"ModelSpec has no option {', '.join(map(repr, unknown))}; "
+                f"expected some of {sorted(names)}"
+            )
+        return dataclasses.replace(self, **options)
+
+
+def _check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(f"ModelSpec.{name} must be one of {allowed} (got {value!r})")
+
+
+def _check_positive(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        none = " or None" if optional else ""
+        raise SpecError(f"ModelSpec.{name} must be a positive int{none} (got {value!r})")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(f"ModelSpec.{name} must be True or False (got {value!r})")
+
+
+def _check_optional_str(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise SpecError(f"ModelSpec.{name} must be a non-empty string or None (got {value!r})")
