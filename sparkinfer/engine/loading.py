@@ -110,6 +110,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     device = resolve_device(spec.device)
     task = get_task(spec.task)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    # A progress bar per load would flood executor logs; restore the caller's setting afterwards.
+    progress_bar = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, **common)
         model_class = getattr(transformers, task.auto_class)
@@ -123,6 +126,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             f"could not load {task.auto_class} and tokenizer from {str(model_dir)!r} for task {spec.task!r}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        if progress_bar:
+            transformers.utils.logging.enable_progress_bar()
     if not tokenizer.is_fast:
         raise ModelLoadError(
             f"sparkinfer needs a fast (Rust) tokenizer, got {type(tokenizer).__name__} for {str(model_dir)!r}; "
