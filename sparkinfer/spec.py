@@ -24,8 +24,6 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "embedding": ("pooling", "normalize"),
     "classification": ("return_all_scores", "top_k", "function_to_apply"),
 }
-# Fields that shape micro-batches but not the loaded model: they stay out of the cache key.
-_BATCHING_FIELDS = ("batch_tokens", "max_batch_size", "buffer_rows")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
@@ -128,8 +126,13 @@ class ModelSpec:
     @property
     def cache_key(self) -> ModelSpec:
         """This spec with the batching fields reset: specs that load the same model share a key."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in _BATCHING_FIELDS}
-        return dataclasses.replace(self, **defaults)
+        # The key is validated like any spec: a max_length above the default budget needs a budget to match.
+        return dataclasses.replace(
+            self,
+            batch_tokens=max(ModelSpec.batch_tokens, self.max_length or 0),
+            max_batch_size=ModelSpec.max_batch_size,
+            buffer_rows=ModelSpec.buffer_rows,
+        )
 
     def with_options(self, **options: Any) -> ModelSpec:
         """Return a copy with some fields replaced (and validated again).

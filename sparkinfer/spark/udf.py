@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -27,7 +27,7 @@ from sparkinfer.spec import ModelSpec, Task
 
 log = logging.getLogger("sparkinfer")
 
-ColumnOrName = Column | str
+ColumnOrName: TypeAlias = "Column | str"
 
 # PySpark >= 4.1 hands Arrow arrays straight to the UDF; older releases go through pandas.
 _HAS_ARROW_UDF = hasattr(F, "arrow_udf")
@@ -80,7 +80,8 @@ def register(spark: SparkSession, name: str, model: str | ModelSpec, **options: 
     if not isinstance(name, str) or not name.isidentifier():
         raise SpecError(f"register's name must be a SQL identifier such as 'embed_text' (got {name!r})")
     task = options.pop("task", None)
-    return spark.udf.register(name, _make_udf(to_spec(model, task=task, **options)))
+    registered: UserDefinedFunction = spark.udf.register(name, _make_udf(to_spec(model, task=task, **options)))
+    return registered
 
 
 def to_spec(model: str | ModelSpec, *, task: Task | None = None, **options: Any) -> ModelSpec:
@@ -120,13 +121,15 @@ def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
         def predict_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
             yield from _run_task(spec, batches)
 
-        return F.arrow_udf(predict_arrow, return_type)  # type: ignore[attr-defined,no-any-return]
+        arrow_udf: UserDefinedFunction = F.arrow_udf(predict_arrow, return_type)
+        return arrow_udf
 
     def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series | pd.DataFrame]:
         for out in _run_task(spec, (pa.array(b, type=pa.string(), from_pandas=True) for b in batches)):
             yield _to_pandas(out)
 
-    return F.pandas_udf(predict_pandas, return_type)  # type: ignore[call-overload,no-any-return]
+    pandas_udf: UserDefinedFunction = F.pandas_udf(predict_pandas, return_type)
+    return pandas_udf
 
 
 def _run_task(spec: ModelSpec, batches: Iterator[pa.Array]) -> Iterator[pa.Array]:

@@ -63,7 +63,8 @@ class ClassificationHead:
             scores = logits.sigmoid()
         else:
             scores = logits
-        return scores.cpu().numpy()
+        result: npt.NDArray[np.float64] = scores.cpu().numpy()
+        return result
 
     def to_arrow(self, outputs: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pa.Array:
         scores = outputs.reshape(len(outputs), len(self.labels))

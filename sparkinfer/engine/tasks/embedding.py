@@ -117,7 +117,8 @@ class EmbeddingHead:
         pooled = pooled.float()
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.cpu().numpy()
+        result: npt.NDArray[np.float32] = pooled.cpu().numpy()
+        return result
 
     def to_arrow(self, outputs: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pa.Array:
         dim = outputs.shape[1] if outputs.ndim == 2 else 0
