@@ -7,9 +7,17 @@ Example:
 
 from __future__ import annotations
 
-from sparkinfer.errors import InferenceError, MissingDependencyError, ModelLoadError, SparkInferError, SpecError
+from sparkinfer.errors import (
+    InferenceError,
+    MissingDependencyError,
+    ModelLoadError,
+    SparkInferError,
+    SpecError,
+    TableError,
+)
+from sparkinfer.spark.tables import read_table, write_table
 from sparkinfer.spark.udf import classify, embed, predict, register
-from sparkinfer.spec import ModelSpec
+from sparkinfer.spec import ModelSpec, QuantizationSpec
 
 __version__ = "0.1.0"
 
@@ -18,10 +26,14 @@ __all__ = [
     "MissingDependencyError",
     "ModelLoadError",
     "ModelSpec",
+    "QuantizationSpec",
     "SparkInferError",
     "SpecError",
+    "TableError",
     "classify",
     "embed",
     "predict",
+    "read_table",
     "register",
+    "write_table",
 ]

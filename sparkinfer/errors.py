@@ -6,7 +6,8 @@ The hierarchy is short on purpose::
     ├── SpecError(ValueError)                  a ModelSpec or column-builder argument is invalid (driver side)
     ├── ModelLoadError                         a model or tokenizer could not be loaded (executor side)
     ├── MissingDependencyError(ImportError)    an optional dependency is not installed
-    └── InferenceError                         a micro-batch failed during inference
+    ├── InferenceError                         a micro-batch failed during inference
+    └── TableError                             a table cannot be read or written as asked (driver side)
 
 Every message says what was expected, what was received, and how to fix it.
 """
@@ -32,3 +33,7 @@ class MissingDependencyError(SparkInferError, ImportError):
 
 class InferenceError(SparkInferError):
     """A micro-batch failed in the model's forward pass or post-processing."""
+
+
+class TableError(SparkInferError):
+    """A table cannot be read or written as asked: missing, mode conflict, schema mismatch, Delta feature."""

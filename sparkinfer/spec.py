@@ -16,6 +16,9 @@ from sparkinfer.errors import SpecError
 
 Task = Literal["embedding", "classification"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+QuantBits = Literal[4, 8]
+QuantType = Literal["nf4", "fp4"]
+QuantizationPreset = Literal["8bit", "4bit"]
 Pooling = Literal["auto", "mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens"]
 FunctionToApply = Literal["auto", "softmax", "sigmoid", "none"]
 
@@ -25,6 +28,63 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "classification": ("return_all_scores", "top_k", "function_to_apply"),
 }
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizationSpec:
+    """bitsandbytes settings: LLM.int8 (``bits=8``) or 4-bit NF4/FP4 (``bits=4``).
+
+    Translated to a transformers ``BitsAndBytesConfig`` on the executor (``engine/loading.py``). The
+    presets ``quantization="8bit"`` and ``"4bit"`` of ModelSpec are ``QuantizationSpec(bits=8)`` and
+    ``QuantizationSpec(bits=4)``.
+
+    Args:
+        bits: 8 for LLM.int8 (int8 weights, outlier features in float16), 4 for 4-bit weights.
+        quant_type: 4-bit only: ``"nf4"`` (normal-float, the better choice for trained weights) or ``"fp4"``.
+        double_quant: 4-bit only: also quantize the per-block scales (saves about 0.4 bits per weight).
+        compute_dtype: 4-bit only: the dtype 4-bit matmuls compute in; ``"auto"`` takes the model's dtype
+            (ModelSpec.dtype: float32 on CPU, bfloat16/float16 on CUDA).
+        skip_modules: Names of modules kept in full precision (e.g. ``("classifier",)``); empty keeps
+            transformers' default, which leaves the output head unquantized.
+        outlier_threshold: 8-bit only: LLM.int8's outlier threshold; hidden features above it are
+            multiplied in float16.
+
+    Raises:
+        SpecError: When a value is out of range or an option belongs to the other bit width.
+    """
+
+    bits: QuantBits = 4
+    quant_type: QuantType = "nf4"
+    double_quant: bool = False
+    compute_dtype: Dtype = "auto"
+    skip_modules: tuple[str, ...] = ()
+    outlier_threshold: float = 6.0
+
+    def __post_init__(self) -> None:
+        owner = "QuantizationSpec"
+        _check_choice("bits", self.bits, get_args(QuantBits), owner=owner)
+        _check_choice("quant_type", self.quant_type, get_args(QuantType), owner=owner)
+        _check_bool("double_quant", self.double_quant, owner=owner)
+        _check_choice("compute_dtype", self.compute_dtype, get_args(Dtype), owner=owner)
+        if not isinstance(self.skip_modules, tuple) or not all(
+            isinstance(m, str) and m for m in self.skip_modules
+        ):
+            raise SpecError(
+                f"QuantizationSpec.skip_modules must be a tuple of module names (got {self.skip_modules!r}); "
+                "pass e.g. skip_modules=('classifier',)"
+            )
+        threshold = self.outlier_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+            raise SpecError(f"QuantizationSpec.outlier_threshold must be a positive number (got {threshold!r})")
+        only = {4: ("quant_type", "double_quant", "compute_dtype"), 8: ("outlier_threshold",)}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for bits, names in only.items():
+            for name in names:
+                if bits != self.bits and getattr(self, name) != defaults[name]:
+                    raise SpecError(
+                        f"QuantizationSpec.{name} applies to {bits}-bit quantization, not {self.bits}-bit "
+                        f"(got bits={self.bits}, {name}={getattr(self, name)!r}); drop it, or use bits={bits}"
+                    )
 
 
 @dataclass(frozen=True)
@@ -44,7 +104,12 @@ class ModelSpec:
         buffer_rows: Rows gathered across Arrow batches and length-sorted together. Larger values pad
             less but hold more rows in memory; Arrow batches larger than this are cut.
         dtype: Weights' dtype: ``"auto"`` is float32 on CPU and the best half precision on CUDA.
-        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        device: ``"auto"``: in a Spark task the GPU Spark assigned to it, else CUDA when present, else CPU
+            (see ``engine/placement.py``); ``"cuda"``: the assigned GPU, else the first visible one;
+            ``"cuda:N"``, ``"cpu"`` or ``"mps"``: exactly that device.
+        quantization: ``None`` (full weights in `dtype`), ``"8bit"`` (LLM.int8), ``"4bit"`` (NF4), or a
+            `QuantizationSpec`. Needs bitsandbytes (``pip install 'sparkinfer[quant]'``); the model is
+            loaded straight onto its device and never moved.
         trust_remote_code: Allow code shipped inside the model repository to run. Off by default.
         pooling: Embedding only: ``"auto"`` follows the sentence-transformers pooling config, else mean.
         normalize: Embedding only: L2-normalize; ``None`` follows the sentence-transformers config.
@@ -52,6 +117,8 @@ class ModelSpec:
         top_k: Classification only: add ``scores`` holding the k best labels, best first.
         function_to_apply: Classification only: ``"auto"`` picks sigmoid for multi-label or single-logit
             models and softmax otherwise, as transformers' text-classification pipeline does.
+        overlap: Tokenize the next chunk of ``buffer_rows`` rows, and build the next micro-batch's
+            tensors, in a background thread while the model computes the current one.
 
     Raises:
         SpecError: When a value is out of range or an option does not belong to the task.
@@ -67,12 +134,14 @@ class ModelSpec:
     buffer_rows: int = 4096
     dtype: Dtype = "auto"
     device: str = "auto"
+    quantization: QuantizationPreset | QuantizationSpec | None = None
     trust_remote_code: bool = False
     pooling: Pooling = "auto"
     normalize: bool | None = None
     return_all_scores: bool = False
     top_k: int | None = None
     function_to_apply: FunctionToApply = "auto"
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -92,6 +161,18 @@ class ModelSpec:
                 "ModelSpec.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' "
                 f"(got {self.device!r})"
             )
+        if self.quantization is not None and not isinstance(self.quantization, QuantizationSpec):
+            if self.quantization not in get_args(QuantizationPreset):
+                raise SpecError(
+                    f"ModelSpec.quantization must be None, one of {get_args(QuantizationPreset)} or a "
+                    f"QuantizationSpec (got {self.quantization!r}); e.g. quantization='4bit' or "
+                    "QuantizationSpec(bits=4, quant_type='fp4')"
+                )
+        if self.quantization is not None and self.device == "mps":
+            raise SpecError(
+                f"ModelSpec.quantization needs a CUDA or CPU device; bitsandbytes has no MPS kernels "
+                f"(got device='mps', quantization={self.quantization!r}); use device='cpu' or quantization=None"
+            )
         _check_bool("trust_remote_code", self.trust_remote_code)
         _check_choice("pooling", self.pooling, get_args(Pooling))
         if self.normalize is not None:
@@ -99,6 +180,7 @@ class ModelSpec:
         _check_bool("return_all_scores", self.return_all_scores)
         _check_positive("top_k", self.top_k, optional=True)
         _check_choice("function_to_apply", self.function_to_apply, get_args(FunctionToApply))
+        _check_bool("overlap", self.overlap)
         if self.return_all_scores and self.top_k is not None:
             raise SpecError(
                 f"ModelSpec.return_all_scores and top_k exclude each other (got return_all_scores=True, "
@@ -124,14 +206,26 @@ class ModelSpec:
                     )
 
     @property
+    def quantization_spec(self) -> QuantizationSpec | None:
+        """`quantization` with the presets spelled out: ``"4bit"`` is ``QuantizationSpec(bits=4)``."""
+        if self.quantization is None or isinstance(self.quantization, QuantizationSpec):
+            return self.quantization
+        return QuantizationSpec(bits=8 if self.quantization == "8bit" else 4)
+
+    @property
     def cache_key(self) -> ModelSpec:
-        """This spec with the batching fields reset: specs that load the same model share a key."""
+        """This spec with the batching fields reset: specs that load the same model share a key.
+
+        A quantization preset and the QuantizationSpec it stands for share a key too.
+        """
         # The key is validated like any spec: a max_length above the default budget needs a budget to match.
         return dataclasses.replace(
             self,
             batch_tokens=max(ModelSpec.batch_tokens, self.max_length or 0),
             max_batch_size=ModelSpec.max_batch_size,
             buffer_rows=ModelSpec.buffer_rows,
+            overlap=ModelSpec.overlap,
+            quantization=self.quantization_spec,
         )
 
     def with_options(self, **options: Any) -> ModelSpec:
@@ -150,9 +244,9 @@ class ModelSpec:
         return dataclasses.replace(self, **options)
 
 
-def _check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
+def _check_choice(name: str, value: object, allowed: tuple[object, ...], *, owner: str = "ModelSpec") -> None:
     if value not in allowed:
-        raise SpecError(f"ModelSpec.{name} must be one of {allowed} (got {value!r})")
+        raise SpecError(f"{owner}.{name} must be one of {allowed} (got {value!r})")
 
 
 def _check_positive(name: str, value: object, *, optional: bool = False) -> None:
@@ -163,9 +257,9 @@ def _check_positive(name: str, value: object, *, optional: bool = False) -> None
         raise SpecError(f"ModelSpec.{name} must be a positive int{none} (got {value!r})")
 
 
-def _check_bool(name: str, value: object) -> None:
+def _check_bool(name: str, value: object, *, owner: str = "ModelSpec") -> None:
     if not isinstance(value, bool):
-        raise SpecError(f"ModelSpec.{name} must be True or False (got {value!r})")
+        raise SpecError(f"{owner}.{name} must be True or False (got {value!r})")
 
 
 def _check_optional_str(name: str, value: object) -> None:

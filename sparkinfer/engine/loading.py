@@ -7,15 +7,18 @@ driver.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparkinfer._optional import require
+from sparkinfer.engine.placement import TaskResources, choose_device
 from sparkinfer.engine.tasks import Head, get_task
 from sparkinfer.engine.tasks.embedding import read_st_config
 from sparkinfer.errors import ModelLoadError, SpecError
-from sparkinfer.spec import ModelSpec
+from sparkinfer.spec import ModelSpec, QuantizationSpec
 
 log = logging.getLogger("sparkinfer")
 
@@ -36,6 +39,7 @@ class LoadedModel:
         pad_id: Token id used for padding.
         device: The torch device string the model lives on.
         load_seconds: Wall time the load took.
+        memory_bytes: Bytes of the model's parameters and buffers (quantized weights at their packed size).
     """
 
     spec: ModelSpec
@@ -46,6 +50,7 @@ class LoadedModel:
     pad_id: int
     device: str
     load_seconds: float
+    memory_bytes: int = 0
 
 
 def resolve_model_dir(spec: ModelSpec) -> Path:
@@ -71,18 +76,25 @@ def resolve_model_dir(spec: ModelSpec) -> Path:
         ) from exc
 
 
-def resolve_device(requested: str) -> str:
-    """The torch device for a spec's ``device`` field: "auto" picks CUDA when present."""
+def resolve_device(requested: str, resources: TaskResources | None = None) -> str:
+    """The torch device for a spec's ``device`` field in this process (see `placement.choose_device`).
+
+    Args:
+        requested: ``ModelSpec.device``.
+        resources: The task's GPU assignment; ``None`` outside a scheduler.
+
+    Raises:
+        SpecError: When the spec asks for a CUDA device this process does not have.
+        ModelLoadError: When the scheduler assigned a GPU this process cannot use.
+    """
     import torch
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(
-            f"ModelSpec.device is {requested!r} but this process sees no CUDA device; "
-            "use device='auto' or 'cpu', or run on GPU executors"
-        )
-    return requested
+    return choose_device(
+        requested,
+        resources,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        cuda_device_count=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    )
 
 
 def resolve_dtype(requested: str, device: str) -> Any:
@@ -96,18 +108,56 @@ def resolve_dtype(requested: str, device: str) -> Any:
     return torch.float32
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
+def bitsandbytes_config(quantization: QuantizationSpec, dtype: Any) -> Any:
+    """The transformers ``BitsAndBytesConfig`` for a QuantizationSpec.
+
+    Args:
+        quantization: The settings.
+        dtype: The model's torch dtype: the 4-bit compute dtype when ``compute_dtype="auto"``.
+    """
+    import torch
+    import transformers
+
+    skip = list(quantization.skip_modules) or None  # None keeps transformers' default (the output head)
+    if quantization.bits == 8:
+        return transformers.BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_threshold=quantization.outlier_threshold, llm_int8_skip_modules=skip
+        )
+    compute = dtype if quantization.compute_dtype == "auto" else getattr(torch, quantization.compute_dtype)
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     """Load tokenizer, weights and task head for `spec` (no caching: see cache.get_model).
+
+    A quantized model is loaded straight onto its device (``device_map``) and never moved: bitsandbytes
+    weights are quantized as they land on the device, and moving them afterwards is not supported.
+
+    Args:
+        spec: What to load.
+        device: A resolved torch device (`resolve_device`); ``None`` resolves ``spec.device``.
 
     Raises:
         ModelLoadError: When the model or tokenizer cannot be loaded.
+        MissingDependencyError: When quantization needs bitsandbytes/accelerate and they are missing.
         SpecError: When the spec asks for more than the model can do (max_length, device).
     """
     import transformers
 
     started = time.perf_counter()
+    quantization = spec.quantization_spec
+    if quantization is not None:
+        purpose = f"ModelSpec.quantization={spec.quantization!r}"
+        require("bitsandbytes", extra="quant", purpose=purpose)
+        require("accelerate", extra="quant", purpose=purpose)  # transformers' bitsandbytes loader needs it
     model_dir = resolve_model_dir(spec)
-    device = resolve_device(spec.device)
+    device = device if device is not None else resolve_device(spec.device)
     task = get_task(spec.task)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     # A progress bar per load would flood executor logs; restore the caller's setting afterwards.
@@ -116,7 +166,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, **common)
         model_class = getattr(transformers, task.auto_class)
-        kwargs = {**common, "dtype": resolve_dtype(spec.dtype, device)}
+        dtype = resolve_dtype(spec.dtype, device)
+        kwargs = {**common, "dtype": dtype}
+        if quantization is not None:
+            kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype)
+            kwargs["device_map"] = {"": device}
         try:
             model = model_class.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError):  # the architecture has no SDPA attention: take its default
@@ -134,7 +188,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             f"sparkinfer needs a fast (Rust) tokenizer, got {type(tokenizer).__name__} for {str(model_dir)!r}; "
             "save the model with a tokenizer.json (AutoTokenizer.from_pretrained(..., use_fast=True))"
         )
-    model = model.to(device).eval()
+    model = (model if quantization is not None else model.to(device)).eval()
     max_length = _max_length(spec, tokenizer, model.config, model_dir)
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
@@ -142,8 +196,25 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     head = task.build_head(spec, model, model_dir)
     seconds = time.perf_counter() - started
-    log.info("sparkinfer loaded %s (%s) on %s in %.2fs", spec.model, spec.task, device, seconds)
-    return LoadedModel(spec, model, backend, head, max_length, int(pad_id), device, seconds)
+    memory = model_bytes(model)
+    log.info(
+        "sparkinfer loaded %s (%s) on %s in %.2fs: %.1f MiB, dtype %s, quantization %s",
+        spec.model, spec.task, device, seconds, memory / 2**20, model.dtype, quantization,
+    )
+    return LoadedModel(spec, model, backend, head, max_length, int(pad_id), device, seconds, memory)
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes of a model's parameters and buffers, quantized weights at their packed size plus their scales."""
+    tensors = [*model.parameters(), *model.buffers()]
+    for param in model.parameters():
+        # bitsandbytes keeps the scales beside the packed weight: int8 row scales (SCB), 4-bit block absmax
+        # (itself quantized, with its own absmax, under double quantization).
+        state = getattr(param, "quant_state", None)
+        extras = [getattr(param, "SCB", None), getattr(state, "absmax", None)]
+        extras.append(getattr(getattr(state, "state2", None), "absmax", None))
+        tensors.extend(t for t in extras if t is not None)
+    return sum(int(t.numel()) * t.element_size() for t in tensors)
 
 
 def _max_length(spec: ModelSpec, tokenizer: Any, config: Any, model_dir: Path) -> int:

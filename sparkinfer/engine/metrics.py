@@ -22,6 +22,7 @@ class Metrics:
         model_load_seconds: Seconds spent loading them.
         tokenize_seconds: Seconds spent tokenizing.
         forward_seconds: Seconds spent in forward passes and post-processing.
+        oom_splits: Micro-batches that ran out of device memory and were split in half to retry.
     """
 
     rows: int = 0
@@ -34,6 +35,7 @@ class Metrics:
     model_load_seconds: float = 0.0
     tokenize_seconds: float = 0.0
     forward_seconds: float = 0.0
+    oom_splits: int = 0
 
     @property
     def padding_efficiency(self) -> float:

@@ -1,23 +1,47 @@
-"""The one loop every task goes through: tokenize, sort, micro-batch, forward, restore order."""
+"""The one loop every task goes through: tokenize, sort, micro-batch, forward, restore order.
+
+Two things keep the device busy and the task alive:
+
+* Overlap (``ModelSpec.overlap``): in `run_stream`, a background thread tokenizes the next chunk of
+  ``buffer_rows`` rows while the model computes the current one, and a second one pads and copies the next
+  micro-batch while the current one runs. Rust tokenizers and torch release the GIL, so the threads
+  really run side by side.
+* Out-of-memory recovery: a micro-batch that runs out of device memory is split in half and retried, down
+  to one row; the smaller token budget is kept for the rest of the stream (one Spark task), and the splits
+  are counted in `Metrics.oom_splits`.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from sparkinfer.engine import cache
-from sparkinfer.engine.batching import pad, plan_batches
+from sparkinfer.engine.batching import IntArray, pad, plan_batches
+from sparkinfer.engine.loading import LoadedModel, resolve_device
 from sparkinfer.engine.metrics import Metrics
-from sparkinfer.errors import SpecError
+from sparkinfer.engine.placement import TaskResources, shared_gpu_warning
+from sparkinfer.errors import InferenceError, SpecError
 from sparkinfer.spec import ModelSpec
 
+log = logging.getLogger("sparkinfer")
 
-def run(spec: ModelSpec, texts: pa.Array, *, num_threads: int | None = None) -> tuple[pa.Array, Metrics]:
+T = TypeVar("T")
+
+
+def run(
+    spec: ModelSpec, texts: pa.Array, *, num_threads: int | None = None, resources: TaskResources | None = None
+) -> tuple[pa.Array, Metrics]:
     """Run the model of `spec` over `texts` and return one output per row, in input order.
 
     Rows are tokenized (truncated to the model's max length), sorted by token count, cut into
@@ -30,57 +54,19 @@ def run(spec: ModelSpec, texts: pa.Array, *, num_threads: int | None = None) -> 
         texts: A string (or large_string) Arrow array.
         num_threads: torch intra-op threads for this call (e.g. Spark's ``spark.task.cpus``);
             ``None`` leaves torch's setting alone.
+        resources: The GPU assignment of the calling task (see `placement.choose_device`).
 
     Returns:
         The output column (Arrow type given by the task) and the metrics of this call.
 
     Raises:
         SpecError: When `texts` is not a string array.
+        InferenceError: When a single row does not fit in device memory.
     """
-    import torch
-
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        raise SpecError(
-            f"sparkinfer input must be a string column (got Arrow type {texts.type}); "
-            "cast it first, e.g. F.col('x').cast('string')"
-        )
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    loaded, fresh = cache.get_model(spec)
-    valid: npt.NDArray[np.bool_] = np.asarray(texts.is_valid(), dtype=bool)
-    metrics = Metrics(
-        rows=len(texts),
-        null_rows=int((~valid).sum()),
-        model_loads=int(fresh),
-        model_load_seconds=loaded.load_seconds if fresh else 0.0,
-    )
-
-    started = time.perf_counter()
-    encodings = loaded.tokenizer.encode_batch(texts.filter(pa.array(valid)).to_pylist())
-    ids = [e.ids for e in encodings]
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    metrics.truncated_rows = sum(1 for e in encodings if e.overflowing)
-    metrics.real_tokens = int(lengths.sum())
-    metrics.tokenize_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    outputs: npt.NDArray[Any] | None = None
-    with torch.inference_mode():
-        for rows in plan_batches(lengths, batch_tokens=spec.batch_tokens, max_batch_size=spec.max_batch_size):
-            input_ids, mask = pad(ids, rows, pad_id=loaded.pad_id)
-            out = loaded.head.forward(
-                torch.from_numpy(input_ids).to(loaded.device), torch.from_numpy(mask).to(loaded.device)
-            )
-            if outputs is None:
-                outputs = np.empty((len(ids), *out.shape[1:]), dtype=out.dtype)
-            outputs[rows] = out
-            metrics.padded_tokens += input_ids.size
-            metrics.micro_batches += 1
-    if outputs is None:  # no valid row: the head still decides the (all-null) column's shape
-        outputs = np.empty((0, 0), dtype=np.float32)
-    result = loaded.head.to_arrow(outputs, valid)
-    metrics.forward_seconds = time.perf_counter() - started
-    return result, metrics
+    _check_strings(texts)
+    _set_threads(num_threads)
+    loaded, metrics = _get_model(spec, resources)
+    return _compute(spec, loaded, _tokenize(loaded, texts), _Budget(spec.batch_tokens), metrics)
 
 
 def run_stream(
@@ -88,22 +74,58 @@ def run_stream(
     batches: Iterable[pa.Array],
     *,
     num_threads: int | None = None,
+    resources: TaskResources | None = None,
     on_metrics: Callable[[Metrics], None] | None = None,
 ) -> Iterator[pa.Array]:
     """Run over a stream of Arrow batches, sorting ``spec.buffer_rows`` rows together.
 
     Small batches (Spark's ``maxRecordsPerBatch``) are pooled until ``buffer_rows`` rows are waiting;
     large ones are cut into even chunks of at most ``buffer_rows``. Each input batch gets exactly one
-    output batch of the same length, in order, as Spark's iterator UDFs require.
+    output batch of the same length, in order, as Spark's iterator UDFs require. With ``spec.overlap``
+    the next chunk is read and tokenized while the current one computes, so outputs come one chunk later.
 
     Args:
         spec: What to run.
         batches: String Arrow arrays.
         num_threads: As in `run`.
-        on_metrics: Called with the metrics of every engine call.
+        resources: As in `run`.
+        on_metrics: Called with the metrics of every chunk.
 
     Yields:
         One output array per input batch.
+    """
+    _set_threads(num_threads)
+    budget = _Budget(spec.batch_tokens)  # shrinks after an out-of-memory, for the rest of the stream
+    loaded: LoadedModel | None = None
+    first: Metrics | None = None
+    ahead: deque[tuple[list[pa.Array] | None, Future[_Tokenized]]] = deque()
+    pieces: list[pa.Array] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="sparkinfer-tokenize") as pool:
+        submit: Callable[[Callable[[], _Tokenized]], Future[_Tokenized]] = (
+            pool.submit if spec.overlap else _done
+        )
+        for group, chunk in _chunks(spec, batches):
+            _check_strings(chunk)
+            if loaded is None:
+                loaded, first = _get_model(spec, resources)
+            ahead.append((group, submit(partial(_tokenize, loaded, chunk))))
+            # Keep one chunk tokenizing in the background while the one before it computes.
+            while len(ahead) > (1 if spec.overlap else 0):
+                yield from _step(spec, loaded, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
+                first = None  # the load counters belong to the first chunk only
+        while ahead and loaded is not None:
+            yield from _step(spec, loaded, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
+            first = None
+
+
+# ----------------------------------------------------------------------------------------------- stream
+
+
+def _chunks(spec: ModelSpec, batches: Iterable[pa.Array]) -> Iterator[tuple[list[pa.Array] | None, pa.Array]]:
+    """Pool input batches into chunks of at most ``buffer_rows`` rows.
+
+    Yields ``(group, chunk)``: ``group`` is the list of input batches whose outputs are due once this chunk
+    is computed (on the last chunk of a pool), else ``None``.
     """
     pending: list[pa.Array] = []
     waiting = 0
@@ -111,29 +133,203 @@ def run_stream(
         pending.append(batch)
         waiting += len(batch)
         if waiting >= spec.buffer_rows:
-            yield from _flush(spec, pending, num_threads, on_metrics)
+            yield from _split(spec, pending)
             pending, waiting = [], 0
     if pending:
-        yield from _flush(spec, pending, num_threads, on_metrics)
+        yield from _split(spec, pending)
 
 
-def _flush(
-    spec: ModelSpec,
-    pending: list[pa.Array],
-    num_threads: int | None,
-    on_metrics: Callable[[Metrics], None] | None,
-) -> Iterator[pa.Array]:
+def _split(spec: ModelSpec, pending: list[pa.Array]) -> Iterator[tuple[list[pa.Array] | None, pa.Array]]:
     texts = pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
     chunks = -(-len(texts) // spec.buffer_rows)
     bounds = np.linspace(0, len(texts), chunks + 1, dtype=np.int64) if len(texts) else np.zeros(2, np.int64)
-    pieces = []
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        out, metrics = run(spec, texts.slice(start, stop - start), num_threads=num_threads)
-        if on_metrics is not None:
-            on_metrics(metrics)
-        pieces.append(out)
-    result = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
-    offset = 0
-    for batch in pending:
-        yield result.slice(offset, len(batch))
-        offset += len(batch)
+    last = len(bounds) - 2
+    for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        yield (pending if i == last else None), texts.slice(start, stop - start)
+
+
+def _step(
+    spec: ModelSpec,
+    loaded: LoadedModel,
+    item: tuple[list[pa.Array] | None, Future[_Tokenized]],
+    budget: _Budget,
+    metrics: Metrics,
+    pieces: list[pa.Array],
+    on_metrics: Callable[[Metrics], None] | None,
+) -> Iterator[pa.Array]:
+    """Compute one chunk; when it closes a pool, yield the outputs of the pool's input batches."""
+    group, tokenized = item
+    out, metrics = _compute(spec, loaded, tokenized.result(), budget, metrics)
+    if on_metrics is not None:
+        on_metrics(metrics)
+    pieces.append(out)
+    if group is not None:
+        result = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
+        pieces.clear()
+        offset = 0
+        for batch in group:
+            yield result.slice(offset, len(batch))
+            offset += len(batch)
+
+
+def _done(fn: Callable[[], T]) -> Future[T]:
+    """Run `fn` now: the ``submit`` of a stream without overlap."""
+    future: Future[T] = Future()
+    future.set_result(fn())
+    return future
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class _Budget:
+    """The micro-batch token budget of one stream: ``spec.batch_tokens``, lowered by out-of-memory splits."""
+
+    tokens: int
+
+
+@dataclass(frozen=True)
+class _Tokenized:
+    """One chunk after tokenization: what the forward loop needs, and what it cost."""
+
+    rows: int
+    valid: npt.NDArray[np.bool_]
+    ids: list[list[int]]
+    lengths: IntArray
+    truncated_rows: int
+    seconds: float
+
+
+def _check_strings(texts: pa.Array) -> None:
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise SpecError(
+            f"sparkinfer input must be a string column (got Arrow type {texts.type}); "
+            "cast it first, e.g. F.col('x').cast('string')"
+        )
+
+
+def _set_threads(num_threads: int | None) -> None:
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
+def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[LoadedModel, Metrics]:
+    """The cached model on the task's device, and Metrics holding its load (if this call loaded it)."""
+    device = resolve_device(spec.device, resources)
+    loaded, fresh = cache.get_model(spec, device=device)
+    if fresh:
+        warning = shared_gpu_warning(resources, device=device, model=spec.model, model_bytes=loaded.memory_bytes)
+        if warning is not None:
+            log.warning("sparkinfer: %s", warning)
+    return loaded, Metrics(model_loads=int(fresh), model_load_seconds=loaded.load_seconds if fresh else 0.0)
+
+
+def _tokenize(loaded: LoadedModel, texts: pa.Array) -> _Tokenized:
+    started = time.perf_counter()
+    valid: npt.NDArray[np.bool_] = np.asarray(texts.is_valid(), dtype=bool)
+    encodings = loaded.tokenizer.encode_batch(texts.filter(pa.array(valid)).to_pylist())
+    ids = [e.ids for e in encodings]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    truncated = sum(1 for e in encodings if e.overflowing)
+    return _Tokenized(len(texts), valid, ids, lengths, truncated, time.perf_counter() - started)
+
+
+def _compute(
+    spec: ModelSpec, loaded: LoadedModel, tokenized: _Tokenized, budget: _Budget, metrics: Metrics
+) -> tuple[pa.Array, Metrics]:
+    """Forward every micro-batch of a tokenized chunk; `metrics` arrives holding the load counters."""
+    import torch
+
+    metrics.rows = tokenized.rows
+    metrics.null_rows = int((~tokenized.valid).sum())
+    metrics.truncated_rows = tokenized.truncated_rows
+    metrics.real_tokens = int(tokenized.lengths.sum())
+    metrics.tokenize_seconds = tokenized.seconds
+    started = time.perf_counter()
+    ids, lengths = tokenized.ids, tokenized.lengths
+    pending = deque(plan_batches(lengths, batch_tokens=budget.tokens, max_batch_size=spec.max_batch_size))
+    outputs: npt.NDArray[Any] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="sparkinfer-batch") as pool:
+        ahead: tuple[IntArray, Future[tuple[Any, Any]]] | None = None
+        with torch.inference_mode():
+            while pending:
+                rows = pending.popleft()
+                width = int(lengths[rows].max()) if len(rows) else 0
+                if len(rows) > 1 and len(rows) * width > budget.tokens:  # planned before an OOM split
+                    size = max(1, budget.tokens // max(width, 1))
+                    pending.extendleft(reversed([rows[i : i + size] for i in range(0, len(rows), size)]))
+                    continue
+                if ahead is not None and ahead[0] is rows:
+                    tensors = ahead[1].result()
+                else:
+                    tensors = _tensors(ids, rows, loaded)
+                ahead = None
+                if spec.overlap and pending:  # pad and copy the next micro-batch while this one runs
+                    following = pending[0]
+                    ahead = (following, pool.submit(_tensors, ids, following, loaded))
+                out = _forward(loaded, tensors, rows, width, budget, metrics, pending)
+                if out is None:
+                    continue
+                if outputs is None:
+                    outputs = np.empty((len(ids), *out.shape[1:]), dtype=out.dtype)
+                outputs[rows] = out
+                metrics.padded_tokens += tensors[0].numel()
+                metrics.micro_batches += 1
+    if outputs is None:  # no valid row: the head still decides the (all-null) column's shape
+        outputs = np.empty((0, 0), dtype=np.float32)
+    result = loaded.head.to_arrow(outputs, tokenized.valid)
+    metrics.forward_seconds = time.perf_counter() - started
+    return result, metrics
+
+
+def _tensors(ids: list[list[int]], rows: IntArray, loaded: LoadedModel) -> tuple[Any, Any]:
+    """Pad `rows` and put them on the model's device (pinned + non-blocking on CUDA)."""
+    import torch
+
+    cuda = loaded.device.startswith("cuda")
+
+    def put(array: IntArray) -> Any:
+        tensor = torch.from_numpy(array)
+        return (tensor.pin_memory() if cuda else tensor).to(loaded.device, non_blocking=cuda)
+
+    input_ids, mask = pad(ids, rows, pad_id=loaded.pad_id)
+    return put(input_ids), put(mask)
+
+
+def _forward(
+    loaded: LoadedModel,
+    tensors: tuple[Any, Any],
+    rows: IntArray,
+    width: int,
+    budget: _Budget,
+    metrics: Metrics,
+    pending: deque[IntArray],
+) -> npt.NDArray[Any] | None:
+    """One micro-batch's outputs; ``None`` when it ran out of memory and was split back into `pending`."""
+    import torch
+
+    try:
+        return loaded.head.forward(*tensors)
+    except torch.cuda.OutOfMemoryError as exc:
+        if len(rows) == 1:
+            raise InferenceError(
+                f"a single row of {width} tokens does not fit in the memory of {loaded.device}, even alone "
+                f"(micro-batch token budget now {budget.tokens}); lower ModelSpec.max_length (now "
+                f"{loaded.max_length}), quantize the model (quantization='8bit' or '4bit'), or use a device "
+                f"with more memory: {exc}"
+            ) from exc
+        half = len(rows) // 2
+        budget.tokens = min(budget.tokens, half * width)
+        metrics.oom_splits += 1
+        log.warning(
+            "sparkinfer: out of memory on %s with %d rows x %d tokens; split in half, token budget now %d",
+            loaded.device, len(rows), width, budget.tokens,
+        )
+        pending.extendleft([rows[half:], rows[:half]])
+    # Out of the except block, so the traceback no longer holds the failed batch's activations.
+    if loaded.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return None

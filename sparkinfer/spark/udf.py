@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 import pandas as pd
@@ -19,7 +19,9 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.udf import UserDefinedFunction
 
+from sparkinfer._optional import check_installed
 from sparkinfer.engine.metrics import Metrics
+from sparkinfer.engine.placement import TaskResources
 from sparkinfer.engine.tasks import get_task
 from sparkinfer.errors import SpecError
 from sparkinfer.spark.types import spark_ddl
@@ -114,38 +116,109 @@ def _as_column(col: ColumnOrName) -> Column:
 
 
 def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
+    _check_dependencies(spec)
     return_type = spark_ddl(get_task(spec.task).arrow_type(spec))
+    gpu_amount = _task_gpu_amount()
 
     if _HAS_ARROW_UDF:
 
         def predict_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-            yield from _run_task(spec, batches)
+            yield from _run_task(spec, batches, gpu_amount=gpu_amount)
 
         arrow_udf: UserDefinedFunction = F.arrow_udf(predict_arrow, return_type)
         return arrow_udf
 
-    def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series | pd.DataFrame]:
-        for out in _run_task(spec, (pa.array(b, type=pa.string(), from_pandas=True) for b in batches)):
+    # PySpark infers the UDF type from these hints and accepts Iterator[pd.Series] or Iterator[pd.DataFrame]
+    # as the return, not their union; either gives the same iterator UDF, and the DataFrames yielded for
+    # struct types are accepted at run time.
+    def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        texts = (pa.array(b, type=pa.string(), from_pandas=True) for b in batches)
+        for out in _run_task(spec, texts, gpu_amount=gpu_amount):
             yield _to_pandas(out)
 
     pandas_udf: UserDefinedFunction = F.pandas_udf(predict_pandas, return_type)
     return pandas_udf
 
 
-def _run_task(spec: ModelSpec, batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-    """The executor side of every sparkinfer UDF: one Spark task's stream of Arrow batches."""
+def _check_dependencies(spec: ModelSpec) -> None:
+    """Driver side: fail now, not in every task, when the spec needs a package that is not installed.
+
+    Looked up with ``find_spec``: importing bitsandbytes would import torch on the driver.
+    """
+    if spec.quantization is not None:
+        check_installed(
+            "bitsandbytes", "accelerate", extra="quant", purpose=f"ModelSpec.quantization={spec.quantization!r}"
+        )
+
+
+def _task_gpu_amount() -> float | None:
+    """Driver side: ``spark.task.resource.gpu.amount``, which executors cannot read (None when unset)."""
+    session = SparkSession.getActiveSession()
+    value = session.conf.get("spark.task.resource.gpu.amount", None) if session is not None else None
+    return float(value) if value else None
+
+
+def _task_resources(context: Any, gpu_amount: float | None) -> TaskResources | None:
+    """The task's GPU assignment as plain data, from a ``TaskContext`` (``None`` outside a task)."""
+    if context is None:
+        return None
+    gpu = context.resources().get("gpu")
+    return TaskResources(tuple(gpu.addresses) if gpu is not None else (), gpu_amount)
+
+
+def _run_task(
+    spec: ModelSpec,
+    batches: Iterator[pa.Array],
+    on_metrics: Callable[[Metrics], None] | None = None,
+    *,
+    gpu_amount: float | None = None,
+) -> Iterator[pa.Array]:
+    """The executor side of every sparkinfer UDF: one Spark task's stream of Arrow batches.
+
+    `on_metrics` also receives the metrics of every engine call (the job carries them in its rows);
+    `gpu_amount` is the driver's ``spark.task.resource.gpu.amount``, for the shared-GPU warning.
+    """
     from pyspark import TaskContext
 
     from sparkinfer.engine import run_stream
 
     context = TaskContext.get()
     cpus = context.cpus() if context is not None else None
-    # Rust tokenizers would start one thread per core in every worker; a 1-CPU task gets one.
+    # Tokenizers' Rust pool would start one thread per core of the machine in every Python worker. Give it the
+    # task's CPUs: a 1-CPU task tokenizes in one thread (the background one, with overlap), beside torch's.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if (cpus or 1) > 1 else "false")
+    os.environ.setdefault("RAYON_NUM_THREADS", str(cpus or 1))
     collected: list[Metrics] = []
-    yield from run_stream(spec, batches, num_threads=cpus, on_metrics=collected.append)
+
+    def record(metrics: Metrics) -> None:
+        collected.append(metrics)
+        if on_metrics is not None:
+            on_metrics(metrics)
+
+    resources = _task_resources(context, gpu_amount)
+    yield from run_stream(
+        _with_shipped_model(spec), batches, num_threads=cpus, resources=resources, on_metrics=record
+    )
     task_id = context.taskAttemptId() if context is not None else "-"
     log.info("sparkinfer task %s: %s", task_id, sum(collected, Metrics()).to_dict())
+
+
+def _with_shipped_model(spec: ModelSpec) -> ModelSpec:
+    """Resolve a model shipped with ``spark-submit --archives model.tar.gz#model`` (``model="model"``).
+
+    YARN and standalone executors unpack archives into the working directory, where the relative name is a
+    directory already; local mode unpacks them under SparkFiles' root instead. Anything else (absolute
+    paths, hub ids) is left to the loader.
+    """
+    if os.path.isabs(spec.model) or os.path.isdir(os.path.expanduser(spec.model)):
+        return spec
+    from pyspark import SparkFiles
+
+    try:
+        shipped = SparkFiles.get(spec.model)
+    except Exception:  # no SparkFiles root outside a Spark worker
+        return spec
+    return dataclasses.replace(spec, model=shipped) if os.path.isdir(shipped) else spec
 
 
 def _to_pandas(out: pa.Array) -> pd.Series | pd.DataFrame:

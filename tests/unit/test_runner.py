@@ -70,11 +70,12 @@ def check_metrics(metrics: Metrics, texts: list[str | None], counts: list[int], 
 
 
 def check_stream(
-    spec: ModelSpec, batches: list[pa.Array], buffer_rows: int
+    spec: ModelSpec, batches: list[pa.Array], buffer_rows: int, *, overlap: bool = True
 ) -> tuple[pa.Array, list[Metrics]]:
     """run_stream over `batches`: one output per input batch, same lengths; engine calls within buffer_rows."""
     calls: list[Metrics] = []
-    outs = list(run_stream(spec.with_options(buffer_rows=buffer_rows), batches, on_metrics=calls.append))
+    streaming = spec.with_options(buffer_rows=buffer_rows, overlap=overlap)
+    outs = list(run_stream(streaming, batches, on_metrics=calls.append))
     assert [len(o) for o in outs] == [len(b) for b in batches]
     assert all(m.rows <= buffer_rows for m in calls)
     assert sum(m.rows for m in calls) == sum(len(b) for b in batches)
@@ -84,7 +85,7 @@ def check_stream(
 # ------------------------------------------------------------------------------------ the property
 
 
-@settings(PROPERTY, max_examples=30)
+@settings(PROPERTY, max_examples=40)
 @given(data=st.data())
 def test_classifier_batched_equals_each_row_alone(
     tiny_classifier: str,
@@ -111,11 +112,16 @@ def test_classifier_batched_equals_each_row_alone(
     length = max_length or model_limit(oracle.tokenizer, oracle.model)
     check_metrics(metrics, texts, token_counts(oracle.tokenizer, texts), spec, length)
 
-    streamed, _ = check_stream(spec, split_into_batches(data, array), data.draw(st.integers(1, 64), label="buffer"))
+    streamed, _ = check_stream(
+        spec,
+        split_into_batches(data, array),
+        data.draw(st.integers(1, 64), label="buffer_rows"),
+        overlap=data.draw(st.booleans(), label="overlap"),
+    )
     assert_classification_matches(streamed, texts, oracle, max_length=max_length)
 
 
-@settings(PROPERTY, max_examples=10)
+@settings(PROPERTY, max_examples=15)
 @given(data=st.data())
 def test_minilm_batched_equals_each_row_alone(
     minilm_path: str, minilm_oracle: SentenceTransformerOracle, words: list[str], data: st.DataObject
@@ -136,7 +142,12 @@ def test_minilm_batched_equals_each_row_alone(
     # MiniLM's sentence-transformers config caps rows at 256 tokens.
     check_metrics(metrics, texts, token_counts(minilm_oracle.model.tokenizer, texts), spec, 256)
 
-    streamed, _ = check_stream(spec, split_into_batches(data, array), data.draw(st.integers(1, 32), label="buffer"))
+    streamed, _ = check_stream(
+        spec,
+        split_into_batches(data, array),
+        data.draw(st.integers(1, 32), label="buffer_rows"),
+        overlap=data.draw(st.booleans(), label="overlap"),
+    )
     assert_embeddings_match(streamed, texts, minilm_oracle)
 
 
@@ -157,6 +168,7 @@ def pooled_calls(sizes: list[int], buffer_rows: int) -> list[int]:
     return calls
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "sequential"])
 @pytest.mark.parametrize(
     ("sizes", "buffer_rows"),
     [
@@ -173,6 +185,7 @@ def test_run_stream_keeps_batch_lengths_and_equals_run(
     docs: list[str],
     sizes: list[int],
     buffer_rows: int,
+    overlap: bool,
 ) -> None:
     oracle = classifier_oracle(tiny_classifier)
     texts: list[str | None] = [None if i % 7 == 3 else docs[i] for i in range(sum(sizes))]
@@ -181,7 +194,7 @@ def test_run_stream_keeps_batch_lengths_and_equals_run(
     batches = [array.slice(a, b - a) for a, b in zip(offsets, offsets[1:])]
     spec = ModelSpec(tiny_classifier, task="classification", batch_tokens=600, max_batch_size=6)
 
-    streamed, calls = check_stream(spec, batches, buffer_rows)
+    streamed, calls = check_stream(spec, batches, buffer_rows, overlap=overlap)
 
     assert sorted(m.rows for m in calls) == sorted(pooled_calls(sizes, buffer_rows))
     whole, _ = run(spec, array)

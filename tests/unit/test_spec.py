@@ -20,7 +20,7 @@ def test_spec_is_frozen() -> None:
 
 def test_spec_is_keyword_only_after_model() -> None:
     with pytest.raises(TypeError):
-        ModelSpec("m", "embedding")  # type: ignore[misc]
+        ModelSpec("m", "embedding")  # type: ignore[call-arg]
 
 
 def test_specs_are_equal_and_hash_equal_by_value() -> None:
@@ -43,7 +43,7 @@ def test_spec_survives_pickling() -> None:
 
 
 # (task, options, the field the message must name, the got-value it must show, a hint it must give)
-INVALID: list[tuple[str, str, dict[str, Any], str, str, str]] = [
+INVALID: list[tuple[str, Any, dict[str, Any], str, str, str]] = [
     ("bad task", "m", {"task": "summarize"}, "ModelSpec.task", "'summarize'", "'embedding', 'classification'"),
     ("zero batch_tokens", "m", {"batch_tokens": 0}, "ModelSpec.batch_tokens", "(got 0)", "positive int"),
     ("negative batch_tokens", "m", {"batch_tokens": -5}, "ModelSpec.batch_tokens", "(got -5)", "positive int"),
@@ -102,6 +102,7 @@ INVALID: list[tuple[str, str, dict[str, Any], str, str, str]] = [
     ("empty model", "", {}, "ModelSpec.model", "(got '')", "pass e.g."),
     ("blank model", "   ", {}, "ModelSpec.model", "(got '   ')", "pass e.g."),
     ("non-str model", 3, {}, "ModelSpec.model", "(got 3)", "pass e.g."),
+    ("non-bool overlap", "m", {"overlap": "yes"}, "ModelSpec.overlap", "(got 'yes')", "True or False"),
 ]
 
 
@@ -181,3 +182,4 @@ def test_with_options_rejects_unknown_names() -> None:
     assert "'batch_size'" in message
     assert "'max_batch_size'" in message  # the hint lists the real options
     assert "'pooling'" not in message.split(";")[0]  # only the unknown name is blamed
+

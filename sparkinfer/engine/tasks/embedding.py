@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 auto_class = "AutoModel"
 
-_ST_MODULES = "sentence_transformers.models."
+# Up to v5 modules are "sentence_transformers.models.Pooling"; v6 writes e.g.
+# "sentence_transformers.sentence_transformer.modules.pooling.Pooling". Both are known by the class name.
+_ST_PACKAGE = "sentence_transformers."
 _SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}
 _ST_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -64,7 +66,10 @@ def read_st_config(model_dir: Path) -> SentenceTransformersConfig:
     if not modules_file.is_file():
         return SentenceTransformersConfig()
     modules = json.loads(modules_file.read_text())
-    kinds = {m["type"].removeprefix(_ST_MODULES): m.get("path", "") for m in modules}
+    kinds = {
+        m["type"].rsplit(".", 1)[-1] if m["type"].startswith(_ST_PACKAGE) else m["type"]: m.get("path", "")
+        for m in modules
+    }
     unsupported = sorted(set(kinds) - _SUPPORTED_MODULES)
     if unsupported:
         raise ModelLoadError(
@@ -75,11 +80,18 @@ def read_st_config(model_dir: Path) -> SentenceTransformersConfig:
     pooling = None
     if "Pooling" in kinds:
         config = json.loads((model_dir / kinds["Pooling"] / "config.json").read_text())
-        chosen = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
-        if len(chosen) != 1 or config.get("pooling_mode_weightedmean_tokens"):
+        # v6 names the mode ("pooling_mode": "mean"); earlier releases turn on one pooling_mode_* flag.
+        named = config.get("pooling_mode")
+        if isinstance(named, list) and len(named) == 1:
+            named = named[0]
+        flagged = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
+        chosen = [named] if named is not None else flagged
+        supported = chosen[0] in _ST_POOLING_KEYS.values() if len(chosen) == 1 else False
+        if not supported or config.get("pooling_mode_weightedmean_tokens"):
             raise ModelLoadError(
-                f"{model_dir}/{kinds['Pooling']}/config.json must turn on exactly one of "
-                f"{sorted(_ST_POOLING_KEYS)} (got {config}); set ModelSpec.pooling explicitly"
+                f"{model_dir}/{kinds['Pooling']}/config.json must set one pooling_mode of "
+                f"{sorted(_ST_POOLING_KEYS.values())}, or turn on exactly one of {sorted(_ST_POOLING_KEYS)} "
+                f"(got {config}); set ModelSpec.pooling explicitly"
             )
         pooling = chosen[0]
     max_seq_length = None

@@ -1,0 +1,139 @@
+"""Spark-tier fixtures: the docstring table as a DataFrame, and the single-process oracles.
+
+The oracles run plain sentence-transformers / transformers in the test process, without Spark: ST's own
+``encode`` for embeddings, one row per forward pass for classification. They share no code with
+sparkinfer's batching, Arrow plumbing or Spark layer, so a bug there cannot cancel out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import build_tiny_model
+from tests.spark.helpers import DOCS_PARQUET, LABELS, NULL_IDS, Doc, Probs, Vector
+
+
+@contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    """Run an oracle on one torch thread: on a busy 2-core machine two spinning threads are ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def doc_rows() -> dict[int, Doc]:
+    """id → Doc for the 600 docstrings, plus the null-text rows that `docs_df` adds."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(DOCS_PARQUET).to_pydict()
+    rows = {i: Doc(m, t) for i, m, t in zip(table["id"], table["module"], table["text"], strict=True)}
+    assert len(rows) == 600 and all(doc.text for doc in rows.values())
+    rows.update({i: Doc("null-text", None) for i in NULL_IDS})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def docs_df(spark: Any, st_vectors: dict[int, Vector], classifier_probs: dict[int, Probs]) -> Any:
+    """The docstrings plus three null texts and two extra columns, hash-partitioned by module.
+
+    Columns: id, module, text, tag (string), weights (array<double>), see `helpers.expected_extras`.
+    The shuffle leaves three partitions of uneven size whose rows are no longer in file order.
+
+    The oracles are computed first, before any Spark job: computed between two jobs, they would leave
+    the Python workers idle past Spark's one-minute timeout, and the next job would start new ones
+    (importing torch and loading the model again).
+    """
+    from pyspark.sql import functions as F
+
+    nulls = spark.createDataFrame([(i, "null-text", None) for i in NULL_IDS], "id long, module string, text string")
+    return (
+        spark.read.parquet(str(DOCS_PARQUET))
+        .unionByName(nulls)
+        .repartition(3, "module")
+        .withColumn("tag", F.concat(F.lit("row-"), F.col("id").cast("string")))
+        .withColumn("weights", F.array(F.col("id") / 4, F.lit(1.5)))
+    )
+
+
+@pytest.fixture(scope="session")
+def st_vectors(minilm_path: str, doc_rows: dict[int, Doc]) -> dict[int, Vector]:
+    """id → sentence-transformers' normalized embedding, for every docstring: the embedding oracle."""
+    from sentence_transformers import SentenceTransformer
+
+    ids = sorted(i for i, doc in doc_rows.items() if doc.text is not None)
+    with _single_torch_thread():
+        model = SentenceTransformer(minilm_path, device="cpu")
+        # The Spark runs ask for max_length=256: the oracle must truncate at the same place.
+        assert model.max_seq_length == 256
+        vectors = model.encode([doc_rows[i].text for i in ids], normalize_embeddings=True, convert_to_numpy=True)
+    return dict(zip(ids, vectors, strict=True))
+
+
+@pytest.fixture(scope="session")
+def varied_classifier(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+    """A tiny 3-label classifier (neg/neu/pos) whose predictions vary from row to row.
+
+    The shared `tiny_classifier` (initializer_range 0.02) labels every docstring 'neg', with scores that
+    differ by ~1e-5 between rows: checks on it could not tell rows apart. Larger initial weights give
+    all three labels on the sample, with top-1/top-2 margins (> 1e-3) far above float noise.
+    """
+    return build_tiny_model(
+        tmp_path_factory.mktemp("varied_classifier"),
+        minilm_path,
+        "AutoModelForSequenceClassification",
+        num_labels=3,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+        initializer_range=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
+def classifier_probs(varied_classifier: str, doc_rows: dict[int, Doc]) -> dict[int, Probs]:
+    """id → softmax probabilities in label-id order, from transformers run on each docstring alone."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(varied_classifier)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(varied_classifier).eval()
+    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == LABELS
+    probs = {}
+    with _single_torch_thread(), torch.inference_mode():
+        for i, doc in doc_rows.items():
+            if doc.text is not None:
+                encoded = tokenizer(doc.text, truncation=True, return_tensors="pt")
+                probs[i] = torch.softmax(model(**encoded).logits[0].double(), dim=-1).numpy()
+    # The oracle only proves something if it tells rows apart: every label must win somewhere.
+    best = np.array([p.argmax() for p in probs.values()])
+    assert set(best) == {0, 1, 2}, np.bincount(best)
+    return probs
+
+
+@pytest.fixture(scope="session")
+def sql_conf(spark: Any) -> Callable[[str, str], AbstractContextManager[None]]:
+    """``with sql_conf(key, value):`` sets a runtime SQL conf for the block, then restores it."""
+
+    @contextmanager
+    def setting(key: str, value: str) -> Iterator[None]:
+        before = spark.conf.get(key, None)
+        spark.conf.set(key, value)
+        try:
+            yield
+        finally:
+            if before is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, before)
+
+    return setting

@@ -1,0 +1,376 @@
+"""The prediction job: spark-submit on local[2] and local-cluster, kill and resume, fingerprints, run report.
+
+Predictions are checked against the engine run on the driver over the same texts (the oracle the core's
+tests tie to plain transformers), and against an uninterrupted run of the same job. The tiny classifier
+keeps a few thousand rows fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.spark
+
+deltalake = pytest.importorskip("deltalake", reason="the delta extra (pip install 'sparkinfer[delta]') is missing")
+
+import sparkinfer as si  # noqa: E402
+from sparkinfer.spark.job import FINGERPRINT_COLUMN, Job, fingerprint, main, run  # noqa: E402
+from sparkinfer.spark.tables import spark_has_delta  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "predict_table.py"
+SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+ROWS = 3000
+CHUNK_ROWS = 500
+MAX_LENGTH = 32  # short enough that many docstrings are truncated
+
+
+@pytest.fixture(params=["delta-rs", "spark-delta", "parquet"])
+def target(request: pytest.FixtureRequest, spark: Any) -> tuple[str, str]:
+    """(format, delta engine): Delta through delta-rs, and through Spark's Delta source when the session has
+    one; Parquet through Spark."""
+    if request.param == "spark-delta" and not spark_has_delta(spark):
+        pytest.skip("Spark's Delta source is not in this session (delta-spark jars need Maven, unavailable "
+                    "here); the same test ran on delta-rs")
+    return {"delta-rs": ("delta", "delta-rs"), "spark-delta": ("delta", "spark"), "parquet": ("parquet", "auto")}[
+        str(request.param)
+    ]
+
+
+@pytest.fixture(scope="module")
+def corpus(docs: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[int, dict[str, Any]]]:
+    """ROWS rows (id, text with some nulls, title) as three Parquet files; returns the path and the rows."""
+    rows = {
+        i: {"id": i, "text": None if i % 97 == 0 else docs[i % len(docs)], "title": f"row {i}: " + docs[i % 7][:40]}
+        for i in range(ROWS)
+    }
+    path = tmp_path_factory.mktemp("corpus") / "input"
+    path.mkdir()
+    ids = list(rows)
+    for part in range(3):
+        chunk = [rows[i] for i in ids[part::3]]
+        pq.write_table(pa.Table.from_pylist(chunk), path / f"part-{part}.parquet")
+    return str(path), rows
+
+
+def _spec(model: str, **options: Any) -> si.ModelSpec:
+    return si.ModelSpec(model, task="classification", return_all_scores=True, max_length=MAX_LENGTH,
+                        batch_tokens=512, **options)
+
+
+def _engine_reference(spec: si.ModelSpec, texts: list[str | None]) -> list[dict[str, Any] | None]:
+    from sparkinfer.engine import run as engine_run
+
+    out, _ = engine_run(spec, pa.array(texts, pa.string()))
+    return list(out.to_pylist())
+
+
+def _output(spark: Any, path: str, columns: tuple[str, ...] = ("text_prediction", "title_prediction")) -> dict[
+    int, tuple[Any, ...]
+]:
+    rows = si.read_table(spark, path).select("id", FINGERPRINT_COLUMN, *columns).collect()
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a key was written twice"
+    return {r["id"]: tuple(r) for r in rows}
+
+
+def _assert_same_prediction(got: Any, want: dict[str, Any] | None) -> None:
+    if want is None:
+        assert got is None
+        return
+    got = got.asDict(recursive=True) if hasattr(got, "asDict") else got
+    assert [s["label"] for s in got["scores"]] == [s["label"] for s in want["scores"]]
+    assert [s["score"] for s in got["scores"]] == pytest.approx([s["score"] for s in want["scores"]], abs=1e-6)
+    top = sorted((s["score"] for s in want["scores"]), reverse=True)
+    if top[0] - top[1] > 1e-5:  # a near-tie may flip under float32 batching noise; the scores matched anyway
+        assert got["label"] == want["label"]
+
+
+def _assert_matches_engine(spark: Any, path: str, spec: si.ModelSpec, rows: dict[int, dict[str, Any]]) -> None:
+    out = _output(spark, path)
+    assert sorted(out) == sorted(rows)
+    ids = sorted(rows)
+    for column, index in (("text", 2), ("title", 3)):
+        reference = _engine_reference(spec, [rows[i][column] for i in ids])
+        for i, want in zip(ids, reference):
+            _assert_same_prediction(out[i][index], want)
+
+
+def _config(path: Path, **options: Any) -> str:
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in options.items()) + "\n")
+    return str(path)
+
+
+def _submit_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "HF_HUB_OFFLINE": "1", "SPARK_LOCAL_DIRS": str(tmp_path / "spark-local")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
+    """The job run once, in-process and uninterrupted, on the whole corpus: its report and output."""
+    output = str(tmp_path_factory.mktemp("uninterrupted") / "out")
+    job = Job(input=corpus[0], output=output, spec=_spec(tiny_classifier), input_cols=("text", "title"),
+              key="id", chunk_rows=1000, delta_engine="delta-rs")
+    return run(spark, job), output
+
+
+def test_run_report_values(uninterrupted: tuple[Any, str], corpus: tuple[str, dict[int, dict[str, Any]]],
+                           tiny_classifier: str) -> None:
+    import transformers
+
+    report, _ = uninterrupted
+    values = report.to_dict()
+    rows = corpus[1]
+    texts = [r[c] for r in rows.values() for c in ("text", "title") if r[c] is not None]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_classifier)
+    full = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    assert values["rows_in"] == values["rows_out"] == ROWS
+    assert values["rows_skipped"] == 0 and values["errors"] == 0
+    assert values["engine"]["rows"] == 2 * ROWS  # two input columns
+    assert values["engine"]["null_rows"] == sum(r["text"] is None for r in rows.values())
+    assert values["real_tokens"] == sum(min(n, MAX_LENGTH) for n in full)
+    assert values["truncated_rows"] == sum(n > MAX_LENGTH for n in full)
+    assert values["real_tokens"] <= values["padded_tokens"] <= MAX_LENGTH * len(texts)
+    assert 0 < values["padding_efficiency"] <= 1
+    assert values["padding_efficiency"] == pytest.approx(values["real_tokens"] / values["padded_tokens"])
+    assert values["engine"]["micro_batches"] * 512 >= values["padded_tokens"]  # batch_tokens=512 per pass
+    assert 0 < values["predict_seconds"] <= values["seconds"]
+    assert values["rows_per_second"] == pytest.approx(ROWS / values["predict_seconds"])
+    assert values["tokens_per_second"] == pytest.approx(values["real_tokens"] / values["predict_seconds"])
+    assert values["model_load_seconds"] >= 0 and values["engine"]["model_loads"] >= 0
+    assert values["chunks"] == 3 and values["delta_versions"] == [0, 1, 2]
+    assert values["fingerprint"] == fingerprint(report.job).id
+    assert json.loads(json.dumps(values)) == values  # JSON-able as is
+
+
+def test_spark_submit_job_killed_mid_run_resumes_every_key_once(
+    spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
+    uninterrupted: tuple[Any, str],
+) -> None:
+    """spark-submit on local[2] with --config; SIGKILL after a chunk committed; the rerun completes it."""
+    from pyspark.sql import functions as F
+
+    output = tmp_path / "out"
+    config = _config(tmp_path / "job.yaml", input=corpus[0], output=str(output), model=tiny_classifier,
+                     task="classification", input_col=["text", "title"], key="id", chunk_rows=CHUNK_ROWS,
+                     max_length=MAX_LENGTH, batch_tokens=512, return_all_scores=True,
+                     delta_engine="delta-rs")
+    command = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(SCRIPT),
+               "--config", config]
+    env = _submit_env(tmp_path)
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen([*command, "--report", str(tmp_path / "first.json")], env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while not (output / "_delta_log" / "00000000000000000000.json").exists():
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no chunk was committed in time"
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)  # the job's whole process tree: spark-submit, JVM, Python workers
+        first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    assert not (tmp_path / "first.json").exists(), "the killed run must not have finished"
+
+    # The log holds whole chunks only: contiguous versions, each commit a complete JSON file of one chunk.
+    logs = sorted((output / "_delta_log").glob("*.json"))
+    assert [int(p.stem) for p in logs] == list(range(len(logs)))
+    for commit in logs:
+        actions = [json.loads(line) for line in commit.read_text().splitlines()]
+        assert actions[0]["commitInfo"]["sparkinfer"]["chunks"] == ROWS // CHUNK_ROWS
+    killed = deltalake.DeltaTable(str(output))
+    present = set(killed.to_pyarrow_table(columns=["id"]).column("id").to_pylist())
+    buckets: dict[int, set[int]] = {}
+    chunk_of = F.pmod(F.xxhash64("id"), F.lit(ROWS // CHUNK_ROWS))
+    for row in spark.read.parquet(corpus[0]).select("id", chunk_of.alias("chunk")).collect():
+        buckets.setdefault(row["chunk"], set()).add(row["id"])
+    complete = [c for c, keys in buckets.items() if keys <= present]
+    assert present == set().union(*(buckets[c] for c in complete)), "a chunk was committed in part"
+    assert len(complete) == killed.version() + 1 == len(logs)
+
+    second = subprocess.run([*command, "--report", str(tmp_path / "second.json")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = json.loads((tmp_path / "second.json").read_text())
+    assert report["rows_in"] == ROWS
+    assert report["rows_skipped"] == len(present)
+    assert report["rows_out"] == ROWS - len(present)
+    assert report["engine"]["model_loads"] >= 1 and report["model_load_seconds"] > 0  # fresh Python workers
+    final = deltalake.DeltaTable(str(output))
+    assert all(Path(uri).exists() for uri in final.file_uris())
+    out = _output(spark, str(output))
+    assert sorted(out) == list(range(ROWS))
+    reference = _output(spark, uninterrupted[1])
+    for key, row in out.items():
+        assert row[1] == reference[key][1]  # same fingerprint
+        for index in (2, 3):
+            want = reference[key][index]
+            _assert_same_prediction(row[index], want.asDict(recursive=True) if want is not None else None)
+    _assert_matches_engine(spark, str(output), _spec(tiny_classifier), corpus[1])
+
+
+@pytest.mark.cluster
+def test_spark_submit_on_local_cluster_with_an_archived_model(
+    spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path
+) -> None:
+    """Two executor JVMs; the model ships as ``--archives tiny.tar.gz#model`` and is named ``model``."""
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for item in Path(tiny_classifier).iterdir():
+            tar.add(item, arcname=item.name)
+    small = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(corpus[0]).sort_by("id").slice(0, 400), small)
+    output = tmp_path / "out"
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    before = set((spark_home / "work").glob("app-*")) if (spark_home / "work").exists() else set()
+    try:
+        result = subprocess.run(
+            [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]", "--conf", "spark.ui.enabled=false",
+             "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
+             "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
+             "--partitions", "4", "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
+             "--return-all-scores", "--format", "parquet"],
+            env=_submit_env(tmp_path), capture_output=True, text=True, timeout=400,
+        )
+    finally:  # local-cluster workers keep their directories under SPARK_HOME/work
+        for app in set((spark_home / "work").glob("app-*")) - before if (spark_home / "work").exists() else ():
+            shutil.rmtree(app, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(Path(f"{output}.report.json").read_text())
+    assert report["rows_out"] == 400 and report["format"] == "parquet"
+    assert report["engine"]["model_loads"] >= 1  # the archive was unpacked and loaded on the executors
+    # The archived model is the tiny classifier: compare with the engine run from its directory.
+    _assert_matches_engine(spark, str(output), _spec(tiny_classifier), {i: corpus[1][i] for i in range(400)})
+
+
+def test_rerun_skips_done_keys_and_a_changed_model_is_reported(
+    spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
+    target: tuple[str, str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    output_format, delta_engine = target
+    small = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(corpus[0]).sort_by("id").slice(0, 120), small)
+    rows = {i: corpus[1][i] for i in range(120)}
+    output = str(tmp_path / "out")
+    job = Job(input=str(small), output=output, spec=_spec(tiny_classifier), input_cols=("text", "title"),
+              key="id", format=output_format, chunk_rows=50, delta_engine=delta_engine)  # type: ignore[arg-type]
+    first = run(spark, job)
+    assert (first.rows_in, first.rows_out, first.rows_skipped, first.chunks) == (120, 120, 0, 3)
+    version = deltalake.DeltaTable(output).version() if output_format == "delta" else None
+
+    again = run(spark, job)
+    assert (again.rows_in, again.rows_out, again.rows_skipped, again.chunks) == (120, 0, 120, 0)
+    assert again.metrics.rows == 0
+    if output_format == "delta":
+        assert deltalake.DeltaTable(output).version() == version  # nothing committed
+
+    sigmoid = dataclasses.replace(job, spec=_spec(tiny_classifier, function_to_apply="sigmoid"))
+    old, new = fingerprint(job).id, fingerprint(sigmoid).id
+    assert old != new
+    with pytest.raises(si.TableError, match=f"another model fingerprint \\({old}: 120 rows\\).*is {new}"):
+        run(spark, sigmoid)
+    command = ["--input", str(small), "--output", output, "--format", output_format, "--model", tiny_classifier,
+               "--task", "classification", "--input-col", "text", "title", "--key", "id", "--max-length",
+               str(MAX_LENGTH), "--batch-tokens", "512", "--return-all-scores", "--function-to-apply", "sigmoid",
+               "--delta-engine", delta_engine]
+    assert main(command) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"sparkinfer run: error: TableError: .*another model fingerprint", lines[0])
+
+    replaced = run(spark, dataclasses.replace(sigmoid, on_model_change="repredict"))
+    assert (replaced.rows_out, replaced.rows_replaced, replaced.rows_skipped) == (120, 120, 0)
+    out = _output(spark, output)
+    assert {row[1] for row in out.values()} == {new}
+    _assert_matches_engine(spark, output, sigmoid.spec, rows)
+
+
+def test_job_without_key_on_an_empty_input_writes_an_empty_table(spark: Any, tiny_classifier: str,
+                                                                  tmp_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())}), empty)
+    output = str(tmp_path / "out")
+    report = run(spark, Job(input=str(empty), output=output, spec=_spec(tiny_classifier)))
+    assert (report.rows_in, report.rows_out, report.chunks) == (0, 0, 1)
+    table = deltalake.DeltaTable(output)
+    assert (table.version(), table.count()) == (0, 0)
+    assert [f.name for f in si.read_table(spark, output).schema.fields] == ["id", "text", "prediction",
+                                                                            FINGERPRINT_COLUMN]
+    with pytest.raises(si.TableError, match="already exists"):
+        run(spark, Job(input=str(empty), output=output, spec=_spec(tiny_classifier)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--input", "i", "--output", "o", "--task", "embedding"], "required: --model"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--bogus"],
+         "unrecognized arguments: --bogus"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "sentiment"], "invalid choice: 'sentiment'"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--batch-tokens", "x"],
+         r"argument --batch-tokens: expected N \(got 'x'\)"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--batch-tokens", "0"],
+         r"ModelSpec.batch_tokens must be a positive int \(got 0\)"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--top-k", "2"],
+         "ModelSpec.top_k applies to task 'classification'"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--key", "id", "--mode",
+          "overwrite"], "Job.mode must be 'append' with a key"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--output-col", "a", "b"],
+         "one column per input column"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits; the job's own checks return
+        code = int(exc.code or 0)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("sparkinfer run: error: ") and re.search(message, err[0]), err[0]
+
+
+def test_config_file_options_and_command_line_override(tmp_path: Path) -> None:
+    from sparkinfer.spark.job import parse_args
+
+    config = _config(tmp_path / "job.yaml", input="in", output="out", model="m", task="classification",
+                     input_col="body", batch_tokens=1024, quantization={"bits": 8}, chunk_rows=7)
+    job, master = parse_args(["--config", config, "--batch-tokens", "2048", "--master", "local[1]"])
+    assert (job.input, job.output, job.input_cols, job.chunk_rows, master) == ("in", "out", ("body",), 7, "local[1]")
+    assert job.spec.batch_tokens == 2048 and job.spec.task == "classification"
+    assert job.spec.quantization_spec is not None and job.spec.quantization_spec.bits == 8
+    bad = _config(tmp_path / "bad.yaml", input="in", batch_tokns=3)
+    with pytest.raises(si.SpecError, match=r"unknown option\(s\) \['batch_tokns'\]"):
+        parse_args(["--config", bad])
+
+
+def test_help_is_complete_and_the_console_script_is_installed() -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / "sparkinfer"), "run", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for option in ("--input", "--output", "--format", "--model", "--task", "--input-col", "--output-col", "--mode",
+                   "--key", "--partition-by", "--chunk-rows", "--on-model-change", "--report", "--config"):
+        assert option in result.stdout
+    for field in dataclasses.fields(si.ModelSpec):
+        if field.name not in ("model", "task"):
+            assert "--" + field.name.replace("_", "-") in result.stdout, field.name
+    bad = subprocess.run([str(Path(sys.executable).parent / "sparkinfer"), "predict"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "expected a command: run" in bad.stderr
