@@ -262,10 +262,8 @@ def _compute(
                     size = max(1, budget.tokens // max(width, 1))
                     pending.extendleft(reversed([rows[i : i + size] for i in range(0, len(rows), size)]))
                     continue
-                if ahead is not None and ahead[0] is rows:
-                    tensors = ahead[1].result()
-                else:
-                    tensors = _tensors(ids, rows, loaded)
+                prefetched = ahead[1] if ahead is not None and ahead[0] is rows else None
+                tensors = prefetched.result if prefetched is not None else partial(_tensors, ids, rows, loaded)
                 ahead = None
                 if spec.overlap and pending:  # pad and copy the next micro-batch while this one runs
                     following = pending[0]
@@ -276,7 +274,7 @@ def _compute(
                 if outputs is None:
                     outputs = np.empty((len(ids), *out.shape[1:]), dtype=out.dtype)
                 outputs[rows] = out
-                metrics.padded_tokens += tensors[0].numel()
+                metrics.padded_tokens += len(rows) * max(width, 1)  # `pad` gives all-empty rows width 1
                 metrics.micro_batches += 1
     if outputs is None:  # no valid row: the head still decides the (all-null) column's shape
         outputs = np.empty((0, 0), dtype=np.float32)
@@ -301,18 +299,21 @@ def _tensors(ids: list[list[int]], rows: IntArray, loaded: LoadedModel) -> tuple
 
 def _forward(
     loaded: LoadedModel,
-    tensors: tuple[Any, Any],
+    tensors: Callable[[], tuple[Any, Any]],
     rows: IntArray,
     width: int,
     budget: _Budget,
     metrics: Metrics,
     pending: deque[IntArray],
 ) -> npt.NDArray[Any] | None:
-    """One micro-batch's outputs; ``None`` when it ran out of memory and was split back into `pending`."""
+    """One micro-batch's outputs; ``None`` when it ran out of memory and was split back into `pending`.
+
+    `tensors` gives the padded batch on the device; copying it there can run out of memory too.
+    """
     import torch
 
     try:
-        return loaded.head.forward(*tensors)
+        return loaded.head.forward(*tensors())
     except torch.cuda.OutOfMemoryError as exc:
         if len(rows) == 1:
             raise InferenceError(

@@ -172,11 +172,12 @@ def write(
         path: The table's directory or URI (created when missing).
         mode: ``"append"``, ``"overwrite"`` (replace the rows, and the schema) or ``"error"`` (the table
             must not exist).
-        partition_by: Partition columns; an existing table's own when empty.
+        partition_by: Partition columns of a new table; an existing table keeps its own (empty means those,
+            anything else is refused).
         commit_metadata: JSON-able entries added to the commit's ``commitInfo``.
 
     Raises:
-        TableError: When the table exists and `mode` is ``"error"``, when an append's schema or partition
+        TableError: When the table exists and `mode` is ``"error"``, when an append's schema or the partition
             columns differ from the table's, or when the table uses features this writer cannot honour.
     """
     deltalake = _deltalake()

@@ -293,33 +293,9 @@ def run(spark: SparkSession, job: Job) -> RunReport:
             "extend it"
         )
     done: DataFrame | None = None
-    replaced = 0
-    first_mode = mode
+    replaced, first_mode = 0, mode
     if job.key is not None and exists:
-        existing = tables.read_table(spark, job.output, job.format, delta_engine=engine)
-        missing = [c for c in (job.key, FINGERPRINT_COLUMN) if c not in existing.columns]
-        if missing:
-            raise TableError(
-                f"output {job.output!r} has no column(s) {missing}, so it was not written by a sparkinfer job with "
-                f"--key {job.key}; write to a new output"
-            )
-        by_fingerprint = {r[0]: int(r[1]) for r in existing.groupBy(FINGERPRINT_COLUMN).count().collect()}
-        others = {k: v for k, v in by_fingerprint.items() if k != fp.id}
-        if others and job.on_model_change == "refuse":
-            raise TableError(
-                f"output {job.output!r} holds rows predicted with another model fingerprint "
-                f"({', '.join(f'{k}: {v} rows' for k, v in sorted(others.items(), key=str))}); this run's is "
-                f"{fp.id} ({json.dumps(fp.fields, sort_keys=True)}); pass --on-model-change repredict "
-                "to predict every row again and replace the output, or write to another output"
-            )
-        if others:
-            replaced = sum(others.values())
-            first_mode = "overwrite"
-            log.warning("sparkinfer: model fingerprint changed; re-predicting %s and replacing %d row(s)",
-                        job.input, replaced)
-        else:
-            done = existing.select(job.key)
-
+        done, replaced, first_mode = _resume(spark, job, fp, engine)
     if job.key is not None:
         todo_rows, rows_in = _plan(source, done, job.key)
         chunks = math.ceil(todo_rows / job.chunk_rows)
@@ -339,12 +315,47 @@ def run(spark: SparkSession, job: Job) -> RunReport:
         versions += [version] if version is not None else []
         seconds = time.perf_counter() - chunk_started
         log.info("sparkinfer: chunk %d/%d committed: %d rows in %.1fs (%.0f rows/s)%s", index + 1, chunks, rows,
-                 seconds, rows / seconds if seconds else 0.0, f", Delta version {version}" if version is not None else "")
+                 seconds, rows / seconds if seconds else 0.0, "" if version is None else f", Delta version {version}")
     predict_seconds = time.perf_counter() - predict_started
     rows_in = rows_out if rows_in < 0 else rows_in
     skipped = rows_in - (todo_rows if todo_rows >= 0 else rows_out)
     return RunReport(job, fp, rows_in, rows_out, skipped, replaced, chunks, total,
                      time.perf_counter() - started, predict_seconds, tuple(versions), engine)
+
+
+def _resume(
+    spark: SparkSession, job: Job, fp: Fingerprint, engine: DeltaEngine
+) -> tuple[DataFrame | None, int, WriteMode]:
+    """What an existing keyed output means for this run: (keys done, rows to replace, first chunk's mode).
+
+    Raises:
+        TableError: When the output lacks the key or fingerprint column, or holds rows of other fingerprints
+            and ``on_model_change`` is ``"refuse"``.
+    """
+    assert job.key is not None
+    existing = tables.read_table(spark, job.output, job.format, delta_engine=engine)
+    missing = [c for c in (job.key, FINGERPRINT_COLUMN) if c not in existing.columns]
+    if missing:
+        raise TableError(
+            f"output {job.output!r} has no column(s) {missing}, so it was not written by a sparkinfer job with "
+            f"--key {job.key}; write to a new output"
+        )
+    by_fingerprint = {r[0]: int(r[1]) for r in existing.groupBy(FINGERPRINT_COLUMN).count().collect()}
+    others = {k: v for k, v in by_fingerprint.items() if k != fp.id}
+    if not others:
+        return existing.select(job.key), 0, "append"
+    if job.on_model_change == "refuse":
+        raise TableError(
+            f"output {job.output!r} holds rows predicted with another model fingerprint "
+            f"({', '.join(f'{k}: {v} rows' for k, v in sorted(others.items(), key=str))}); this run's is "
+            f"{fp.id} ({json.dumps(fp.fields, sort_keys=True)}); pass --on-model-change repredict "
+            "to predict every row again and replace the output, or write to another output"
+        )
+    replaced = sum(others.values())
+    log.warning("sparkinfer: model fingerprint changed; re-predicting %s and replacing %d row(s)", job.input, replaced)
+    # Every input row again, and the first chunk replaces the output: a crash after it leaves only rows of
+    # this fingerprint, which the next run resumes from.
+    return None, replaced, "overwrite"
 
 
 def _check_input(source: DataFrame, job: Job) -> None:

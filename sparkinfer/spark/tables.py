@@ -112,7 +112,9 @@ def write(
     columns = (partition_by,) if isinstance(partition_by, str) else tuple(partition_by)
     if format == "parquet":
         if mode == "error" and table_exists(df.sparkSession, path, "parquet"):
-            raise TableError(f"{path!r} already exists (mode='error'); use mode='append' or 'overwrite', or another path")
+            raise TableError(
+                f"{path!r} already exists (mode='error'); use mode='append' or 'overwrite', or another path"
+            )
         df.write.mode(mode).partitionBy(*columns).parquet(path)
         return None
     if _use_spark_delta(df.sparkSession, delta_engine):

@@ -56,7 +56,8 @@ def docs_df(spark: Any, st_vectors: dict[int, Vector], classifier_probs: dict[in
     """
     from pyspark.sql import functions as F
 
-    nulls = spark.createDataFrame([(i, "null-text", None) for i in NULL_IDS], "id long, module string, text string")
+    schema = "id long, module string, text string"
+    nulls = spark.createDataFrame([(i, "null-text", None) for i in NULL_IDS], schema)
     return (
         spark.read.parquet(str(DOCS_PARQUET))
         .unionByName(nulls)
@@ -76,7 +77,8 @@ def st_vectors(minilm_path: str, doc_rows: dict[int, Doc]) -> dict[int, Vector]:
         model = SentenceTransformer(minilm_path, device="cpu")
         # The Spark runs ask for max_length=256: the oracle must truncate at the same place.
         assert model.max_seq_length == 256
-        vectors = model.encode([doc_rows[i].text for i in ids], normalize_embeddings=True, convert_to_numpy=True)
+        texts = [doc_rows[i].text for i in ids]
+        vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     return dict(zip(ids, vectors, strict=True))
 
 

@@ -1,4 +1,4 @@
-"""Plain helpers of the Spark tier (fixtures live in conftest.py): input rows, expected extras, worker probes."""
+"""Plain helpers of the Spark tier (fixtures are in conftest.py): rows, expected values, worker probes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import pyarrow as pa
 DOCS_PARQUET = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs_sample.parquet"
 NULL_IDS = (-3, -2, -1)  # extra rows whose text is null
 LABELS = ["neg", "neu", "pos"]
+# The oracles compute in float32 on the CPU; on a CUDA machine device="auto" would run bfloat16 on the
+# GPU. Pinning the CPU keeps the arithmetic the same everywhere (tests/gpu is where GPUs are tested).
+ON_CPU: dict[str, Any] = {"device": "cpu"}
 
 Vector = npt.NDArray[np.float32]
 Probs = npt.NDArray[np.float64]
@@ -44,7 +47,8 @@ def cosines(got: list[list[float]], want: list[Vector]) -> npt.NDArray[np.float6
     a = np.asarray(got, dtype=np.float64)
     b = np.asarray(want, dtype=np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
-    similarity: npt.NDArray[np.float64] = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    similarity: npt.NDArray[np.float64] = (a * b).sum(axis=1) / norms
     return similarity
 
 
@@ -132,5 +136,5 @@ def probe_workers(spark: Any, *, tasks: int, reset: bool = False) -> dict[int, W
         )
     # A worker gets a second task only once it has gone round the queue, behind every idle worker:
     # if one did, the probe saw the whole pool. If none did, the pool may be larger than `tasks`.
-    assert any(s.probe_tasks > 1 for s in states.values()), f"{tasks} probe tasks ran in {len(states)} workers"
+    assert any(s.probe_tasks > 1 for s in states.values()), f"{tasks} tasks ran in {len(states)} workers"
     return states

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyspark
 import pytest
 
 pytestmark = pytest.mark.spark
@@ -237,22 +238,20 @@ def test_spark_submit_on_local_cluster_with_an_archived_model(
     small = tmp_path / "small.parquet"
     pq.write_table(pq.read_table(corpus[0]).sort_by("id").slice(0, 400), small)
     output = tmp_path / "out"
-    import pyspark
-
-    spark_home = Path(pyspark.__file__).parent
-    before = set((spark_home / "work").glob("app-*")) if (spark_home / "work").exists() else set()
-    try:
-        result = subprocess.run(
-            [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]", "--conf", "spark.ui.enabled=false",
-             "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
-             "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
-             "--partitions", "4", "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
-             "--return-all-scores", "--format", "parquet"],
-            env=_submit_env(tmp_path), capture_output=True, text=True, timeout=400,
-        )
-    finally:  # local-cluster workers keep their directories under SPARK_HOME/work
-        for app in set((spark_home / "work").glob("app-*")) - before if (spark_home / "work").exists() else ():
-            shutil.rmtree(app, ignore_errors=True)
+    result = subprocess.run(
+        [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]", "--conf", "spark.ui.enabled=false",
+         "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
+         "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
+         "--partitions", "4", "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
+         "--return-all-scores", "--format", "parquet"],
+        env=_submit_env(tmp_path), capture_output=True, text=True, timeout=400,
+    )
+    # local-cluster workers keep a directory per application under SPARK_HOME/work: remove this run's.
+    work = Path(pyspark.__file__).parent / "work"
+    for app in set(re.findall(r"app-\d{14}-\d{4}", result.stderr)):
+        shutil.rmtree(work / app, ignore_errors=True)
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(Path(f"{output}.report.json").read_text())
     assert report["rows_out"] == 400 and report["format"] == "parquet"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sparkinfer as si
-from tests.spark.helpers import LABELS, NULL_IDS, Doc, Probs, expected_extras, rows_by_id
+from tests.spark.helpers import LABELS, NULL_IDS, ON_CPU, Doc, Probs, expected_extras, rows_by_id
 
 pytestmark = pytest.mark.spark
 
@@ -27,7 +27,7 @@ def classified(
     varied_classifier: str,
 ) -> tuple[str, dict[int, Any]]:
     """The variant's name, and id → output Row of one Spark job classifying every row of `docs_df`."""
-    column = si.classify("text", varied_classifier, **VARIANTS[request.param])
+    column = si.classify("text", varied_classifier, **VARIANTS[request.param], **ON_CPU)
     return request.param, rows_by_id(docs_df.select("*", column.alias("pred")).collect())
 
 

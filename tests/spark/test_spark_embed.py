@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import sparkinfer as si
-from tests.spark.helpers import NULL_IDS, Doc, Vector, cosines, expected_extras, rows_by_id
+from tests.spark.helpers import NULL_IDS, ON_CPU, Doc, Vector, cosines, expected_extras, rows_by_id
 
 pytestmark = pytest.mark.spark
 
 # Small enough to cut every partition into many micro-batches (two 256-token rows fill one), and a
 # buffer smaller than a partition, so rows are pooled across Arrow batches or cut out of one.
-OPTIONS = {"max_length": 256, "batch_tokens": 512, "buffer_rows": 100}
+OPTIONS = {"max_length": 256, "batch_tokens": 512, "buffer_rows": 100, **ON_CPU}
 MIN_COSINE = 0.9999
 
 
@@ -45,6 +45,8 @@ def test_embeddings_match_sentence_transformers_row_by_row(
     similarity = cosines(got, [st_vectors[i] for i in ids])
     worst = int(similarity.argmin())
     assert similarity[worst] >= MIN_COSINE, f"id {ids[worst]}: cosine {similarity[worst]:.6f}"
+    # Same float32 arithmetic up to padding and batch shapes: elements agree to ~1e-6 (cosines to ~1e-12).
+    np.testing.assert_allclose(got, [st_vectors[i] for i in ids], rtol=0, atol=1e-4)
 
 
 def test_null_text_gives_null_embedding(embedded: dict[int, Any]) -> None:

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.spark
 # offending option and echoes the value received.
 Builder = Callable[[Any, str, str], object]
 CASES: dict[str, tuple[Builder, str]] = {
-    "batch_tokens=0": (lambda spark, emb, clf: si.embed("text", emb, batch_tokens=0), r"batch_tokens.*\(got 0\)"),
+    "batch_tokens=0": (
+        lambda spark, emb, clf: si.embed("text", emb, batch_tokens=0),
+        r"batch_tokens.*\(got 0\)",
+    ),
     "predict without task": (lambda spark, emb, clf: si.predict("text", emb), r"task="),
     "pooling for classification": (
         lambda spark, emb, clf: si.classify("text", clf, pooling="cls"),

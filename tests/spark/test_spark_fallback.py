@@ -9,14 +9,14 @@ import pytest
 
 import sparkinfer as si
 import sparkinfer.spark.udf as udf_module
-from tests.spark.helpers import LABELS, NULL_IDS, Probs, Vector, cosines, rows_by_id
+from tests.spark.helpers import LABELS, NULL_IDS, ON_CPU, Probs, Vector, cosines, rows_by_id
 
 pytestmark = pytest.mark.spark
 
 # Every 10th docstring (60 rows) plus the null rows, in docs_df's three shuffled partitions.
 SUBSET = "id % 10 = 0 OR text IS NULL"
-EMBED_OPTIONS = {"max_length": 256, "batch_tokens": 512}
-CLASSIFY_OPTIONS = {"top_k": 2}
+EMBED_OPTIONS = {"max_length": 256, "batch_tokens": 512, **ON_CPU}
+CLASSIFY_OPTIONS = {"top_k": 2, **ON_CPU}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,8 @@ def both_paths(
     subset = docs_df.where(SUBSET)
 
     def embed() -> dict[int, Any]:
-        return rows_by_id(subset.select("id", si.embed("text", minilm_path, **EMBED_OPTIONS).alias("v")).collect())
+        column = si.embed("text", minilm_path, **EMBED_OPTIONS)
+        return rows_by_id(subset.select("id", column.alias("v")).collect())
 
     def classify() -> dict[int, Any]:
         column = si.classify("text", varied_classifier, **CLASSIFY_OPTIONS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sparkinfer as si
-from tests.spark.helpers import LABELS, NULL_IDS, Probs, Vector, cosines, rows_by_id
+from tests.spark.helpers import LABELS, NULL_IDS, ON_CPU, Probs, Vector, cosines, rows_by_id
 
 pytestmark = pytest.mark.spark
 
@@ -30,7 +30,7 @@ def docs_view(spark: Any, docs_df: Any) -> Iterator[Any]:
 def test_sql_embedding_equals_column_api(
     spark: Any, docs_view: Any, minilm_path: str, st_vectors: dict[int, Vector]
 ) -> None:
-    spec = si.ModelSpec(minilm_path, task="embedding", max_length=256, batch_tokens=512)
+    spec = si.ModelSpec(minilm_path, task="embedding", max_length=256, batch_tokens=512, **ON_CPU)
     si.register(spark, "embed_text", spec)
     from_sql = rows_by_id(spark.sql("SELECT id, embed_text(text) AS emb FROM docs").collect())
     from_column = rows_by_id(docs_view.select("id", si.embed("text", spec).alias("emb")).collect())
@@ -38,18 +38,20 @@ def test_sql_embedding_equals_column_api(
     assert set(from_sql) == set(from_column) and len(from_sql) == 50 + len(NULL_IDS)
     assert [from_sql[i].emb for i in NULL_IDS] == [None, None, None]
     ids = sorted(i for i in from_sql if i not in NULL_IDS)
-    np.testing.assert_allclose([from_sql[i].emb for i in ids], [from_column[i].emb for i in ids], rtol=0, atol=1e-6)
+    sql_vectors = [from_sql[i].emb for i in ids]
+    np.testing.assert_allclose(sql_vectors, [from_column[i].emb for i in ids], rtol=0, atol=1e-6)
     # ... and both are right, not merely equal.
-    assert cosines([from_sql[i].emb for i in ids], [st_vectors[i] for i in ids]).min() >= 0.9999
+    assert cosines(sql_vectors, [st_vectors[i] for i in ids]).min() >= 0.9999
 
 
 def test_sql_classification_equals_column_api(
     spark: Any, docs_view: Any, varied_classifier: str, classifier_probs: dict[int, Probs]
 ) -> None:
-    si.register(spark, "classify_text", varied_classifier, task="classification", return_all_scores=True)
+    options = {"return_all_scores": True, **ON_CPU}
+    si.register(spark, "classify_text", varied_classifier, task="classification", **options)
     from_sql = rows_by_id(spark.sql("SELECT id, classify_text(text) AS pred FROM docs").collect())
     from_column = rows_by_id(
-        docs_view.select("id", si.classify("text", varied_classifier, return_all_scores=True).alias("pred")).collect()
+        docs_view.select("id", si.classify("text", varied_classifier, **options).alias("pred")).collect()
     )
 
     assert set(from_sql) == set(from_column) and len(from_sql) == 50 + len(NULL_IDS)
@@ -59,5 +61,6 @@ def test_sql_classification_equals_column_api(
         assert sql["label"] == column["label"] == LABELS[classifier_probs[i].argmax()], i
         assert abs(sql["score"] - column["score"]) <= 1e-12, i
         assert [s["label"] for s in sql["scores"]] == [s["label"] for s in column["scores"]] == LABELS, i
-        np.testing.assert_allclose([s["score"] for s in sql["scores"]], [s["score"] for s in column["scores"]], atol=1e-12)
-        np.testing.assert_allclose([s["score"] for s in sql["scores"]], classifier_probs[i], rtol=0, atol=1e-5)
+        sql_scores = [s["score"] for s in sql["scores"]]
+        np.testing.assert_allclose(sql_scores, [s["score"] for s in column["scores"]], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sql_scores, classifier_probs[i], rtol=0, atol=1e-5)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import sparkinfer as si
-from tests.spark.helpers import WorkerState, probe_workers
+from tests.spark.helpers import ON_CPU, WorkerState, probe_workers
 
 pytestmark = pytest.mark.spark
 
@@ -26,13 +26,17 @@ def after_predict(spark: Any, tiny_classifier: str) -> tuple[dict[int, WorkerSta
     a load or a hit. Returns the workers' states after the runs and the rows of each run.
     """
     probe_workers(spark, tasks=PROBE_TASKS, reset=True)
-    df = spark.range(8 * PARTITIONS, numPartitions=PARTITIONS).selectExpr("id", "concat('document number ', id) AS text")
-    column = si.classify("text", tiny_classifier)
+    df = spark.range(8 * PARTITIONS, numPartitions=PARTITIONS).selectExpr(
+        "id", "concat('document number ', id) AS text"
+    )
+    column = si.classify("text", tiny_classifier, **ON_CPU)
     runs = [sorted(df.select("id", column.alias("pred")).collect()) for _ in range(RUNS)]
     return probe_workers(spark, tasks=PROBE_TASKS), runs
 
 
-def test_each_worker_loads_the_model_at_most_once(after_predict: tuple[dict[int, WorkerState], list[list[Any]]]) -> None:
+def test_each_worker_loads_the_model_at_most_once(
+    after_predict: tuple[dict[int, WorkerState], list[list[Any]]],
+) -> None:
     states, runs = after_predict
     assert [len(rows) for rows in runs] == [8 * PARTITIONS] * RUNS and runs[0] == runs[1]
     assert all(row.pred is not None for row in runs[0])
@@ -41,7 +45,7 @@ def test_each_worker_loads_the_model_at_most_once(after_predict: tuple[dict[int,
     assert sum(s.loads + s.hits for s in served.values()) == RUNS * PARTITIONS, states
     assert all(s.loads == 1 for s in served.values()), states
     # 12 tasks on 2 slots: workers are reused, and at least one answered later tasks from its cache.
-    assert sum(s.hits for s in served.values()) >= RUNS * PARTITIONS - len(served) >= 1, states
+    assert max(s.hits for s in served.values()) >= 1, states
 
 
 def test_torch_threads_follow_task_cpus(

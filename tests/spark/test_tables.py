@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,11 @@ def test_delta_round_trip_versions_and_modes(spark: Any, tmp_path: Path, delta_e
                        for c in ("id", "text", "part"))))
     assert own == [(r[0], r[1], r[6]) for r in _expected(spark, 0, 30)]
     assert _collected(si.read_table(spark, path, delta_engine=delta_engine)) == _expected(spark, 0, 30)
+    if delta_engine == "delta-rs":  # the per-file statistics sparkinfer wrote, against each file's own rows
+        for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+            ids = pq.read_table(Path(path) / urllib.parse.unquote(action["path"])).column("id").to_pylist()
+            assert (action["num_records"], action["min.id"], action["max.id"]) == (len(ids), min(ids), max(ids))
+            assert action["null_count.text"] == 0
 
     si.write_table(_frame(spark, 30, 10), path, "delta", mode="append", delta_engine=delta_engine)
     assert deltalake.DeltaTable(path).version() == 1

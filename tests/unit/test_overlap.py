@@ -7,6 +7,7 @@ tokenization of chunk 1 to start. With overlap it does; without, the two never r
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,5 +93,6 @@ def test_the_next_micro_batch_is_padded_in_the_background(
 
     assert len(built_in) == metrics.micro_batches > 3
     main = threading.current_thread().name
-    expected = [main, *["sparkinfer-batch"] * (metrics.micro_batches - 1)] if overlap else [main] * len(built_in)
-    assert built_in == expected
+    # Only the first micro-batch is padded in the task's own thread; each later one was prepared ahead.
+    expected = {main: 1, "sparkinfer-batch": metrics.micro_batches - 1} if overlap else {main: len(built_in)}
+    assert Counter(built_in) == expected
