@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,8 @@ CHECK_ROWS = 256
 
 SteadyStat = Literal["best", "median"]
 Matrix = npt.NDArray[np.float32]
+CpuClock = Callable[[], float]  # CPU seconds used so far by the processes doing the work
+T = TypeVar("T")
 
 # Stdlib modules never imported for the fallback corpus: they open windows or browsers, print on import,
 # start programs, or are test suites.
@@ -80,30 +82,56 @@ _SKIP_MODULES = frozenset({
 
 @dataclass
 class Timing:
-    """Wall-clock seconds of one system's cold run and steady-state repeats.
+    """Seconds of one system's cold run and steady-state repeats.
 
     Attributes:
         rows: Rows embedded per run.
-        cold_seconds: The first run, including worker start and model load.
-        steady_seconds: Each later run, in order.
+        cold_seconds: Wall-clock seconds of the first run, including worker start and model load.
+        steady_seconds: Wall-clock seconds of each later run, in order.
+        steady_cpu_seconds: CPU seconds of each later run (empty when they could not be measured).
     """
 
     rows: int
     cold_seconds: float
     steady_seconds: list[float] = field(default_factory=list)
+    steady_cpu_seconds: list[float] = field(default_factory=list)
 
-    def steady(self, stat: SteadyStat) -> float:
-        """The steady-state seconds: the best (smallest) or the median of the repeats."""
-        return min(self.steady_seconds) if stat == "best" else statistics.median(self.steady_seconds)
+    def steady(self, stat: SteadyStat, *, cpu: bool = False) -> float:
+        """The steady-state seconds (wall-clock or CPU): the best or the median of the repeats."""
+        seconds = self.steady_cpu_seconds if cpu else self.steady_seconds
+        return min(seconds) if stat == "best" else statistics.median(seconds)
 
     def to_dict(self, stat: SteadyStat) -> dict[str, Any]:
-        """Rows/s cold and steady, plus the raw seconds, as a JSON-able dict."""
+        """Rows/s cold and steady, rows per CPU-second, and the raw seconds, as a JSON-able dict."""
         return {
             "cold_rows_per_s": round(self.rows / self.cold_seconds, 1),
             "steady_rows_per_s": round(self.rows / self.steady(stat), 1),
+            "steady_rows_per_cpu_s": (
+                round(self.rows / self.steady(stat, cpu=True), 1) if self.steady_cpu_seconds else None
+            ),
             "cold_seconds": round(self.cold_seconds, 3),
             "steady_seconds": [round(s, 3) for s in self.steady_seconds],
+            "steady_cpu_seconds": [round(s, 3) for s in self.steady_cpu_seconds],
         }
+
+    def measure_steady(self, label: str, work: Callable[[], object], cpu_clock: CpuClock | None) -> None:
+        """Run `work` once and record its wall-clock and CPU seconds as a steady-state repeat."""
+        cpu_before = cpu_clock() if cpu_clock is not None else 0.0
+        started = time.perf_counter()
+        work()
+        self.steady_seconds.append(time.perf_counter() - started)
+        if cpu_clock is not None:
+            self.steady_cpu_seconds.append(cpu_clock() - cpu_before)
+        log.info("%s steady: %.1fs", label, self.steady_seconds[-1])
+
+    @classmethod
+    def measure_cold(cls, label: str, rows: int, work: Callable[[], T]) -> tuple[Timing, T]:
+        """Run `work` once as the cold run; returns the timing and what `work` returned."""
+        started = time.perf_counter()
+        result = work()
+        timing = cls(rows, time.perf_counter() - started)
+        log.info("%s cold: %.1fs", label, timing.cold_seconds)
+        return timing, result
 
 
 # ----------------------------------------------------------------------------------------------- corpus
@@ -291,20 +319,21 @@ def bench_spark(
     """
     from pyspark.sql import functions as F
 
-    expected = len(texts) * dim
+    rows = len(texts)
     with spark_session() as spark:
         si_frame = _cached_input(spark, texts).withColumn("embedding", sparkinfer_column(model_dir, options))
-        si = Timing(len(texts), _timed_job(si_frame, expected, "sparkinfer cold"))
+        si, _ = Timing.measure_cold("sparkinfer", rows, lambda: _run_job(si_frame, rows * dim))
     with spark_session() as spark:
+        clock = _spark_cpu_clock(spark)
         frame = _cached_input(spark, texts)
         si_frame = frame.withColumn("embedding", sparkinfer_column(model_dir, options))
         pbu_frame = frame.withColumn("embedding", predict_batch_udf_column(model_dir))
-        pbu = Timing(len(texts), _timed_job(pbu_frame, expected, "predict_batch_udf cold"))
+        pbu, _ = Timing.measure_cold("predict_batch_udf", rows, lambda: _run_job(pbu_frame, rows * dim))
         # The warm-up for sparkinfer: it loads the model into the (now warm) workers.
         si_vectors = _collect(si_frame)
         for _ in range(repeats):
-            si.steady_seconds.append(_timed_job(si_frame, expected, "sparkinfer steady"))
-            pbu.steady_seconds.append(_timed_job(pbu_frame, expected, "predict_batch_udf steady"))
+            si.measure_steady("sparkinfer", lambda: _run_job(si_frame, rows * dim), clock)
+            pbu.measure_steady("predict_batch_udf", lambda: _run_job(pbu_frame, rows * dim), clock)
         pbu_vectors = _collect(pbu_frame.where(F.col("id") < check_rows))
     return SparkResults(si, pbu, si_vectors, pbu_vectors)
 
@@ -348,17 +377,36 @@ def _cached_input(spark: SparkSession, texts: list[str]) -> DataFrame:
     return frame
 
 
-def _timed_job(embedded: DataFrame, expected_values: int, label: str) -> float:
-    """Run the UDF over every row, bringing back only the total embedding size; returns seconds."""
+def _run_job(embedded: DataFrame, expected_values: int) -> None:
+    """Run the UDF over every row, bringing back only the total embedding size, and check it."""
     from pyspark.sql import functions as F
 
-    started = time.perf_counter()
     total = embedded.select(F.sum(F.size("embedding"))).collect()[0][0]
-    seconds = time.perf_counter() - started
     if total != expected_values:
-        raise RuntimeError(f"{label}: expected {expected_values} embedding values in all, got {total}")
-    log.info("%s: %.1fs", label, seconds)
-    return seconds
+        raise RuntimeError(f"expected {expected_values} embedding values in all, got {total}")
+
+
+def _spark_cpu_clock(spark: SparkSession) -> CpuClock | None:
+    """CPU seconds used so far by the session's JVM and its Python workers (None without psutil).
+
+    On a machine shared with other work, CPU seconds vary far less than wall-clock seconds. Workers
+    that exited are still counted, through their parent's ``children_*`` times.
+    """
+    try:
+        import psutil
+    except ImportError:
+        return None
+    jvm = psutil.Process(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+
+    def clock() -> float:
+        total = 0.0
+        for process in [jvm, *jvm.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        return total
+
+    return clock
 
 
 def _collect(embedded: DataFrame) -> Matrix:
@@ -403,12 +451,19 @@ def _report(
     """The JSON report: rows/s of each system, sparkinfer's speed-ups, and the accuracy checks."""
     stat: SteadyStat = args.steady_stat
     si = spark.sparkinfer
+    baselines = {"sentence_transformers": st, "predict_batch_udf": spark.predict_batch_udf}
+    kinds = ["steady", "cold"]
+    if all(t.steady_cpu_seconds for t in (si, *baselines.values())):
+        kinds.append("steady_cpu")
+
+    def seconds(timing: Timing, kind: str) -> float:
+        return timing.cold_seconds if kind == "cold" else timing.steady(stat, cpu=kind == "steady_cpu")
+
+    # Speed-ups: the baseline's seconds over sparkinfer's, so that > 1 means sparkinfer is faster.
     ratios = {
-        f"sparkinfer_over_{name}_{kind}": round(
-            (other.steady(stat) / si.steady(stat)) if kind == "steady" else (other.cold_seconds / si.cold_seconds), 2
-        )
-        for name, other in (("sentence_transformers", st), ("predict_batch_udf", spark.predict_batch_udf))
-        for kind in ("steady", "cold")
+        f"sparkinfer_over_{name}_{kind}": round(seconds(other, kind) / seconds(si, kind), 2)
+        for name, other in baselines.items()
+        for kind in kinds
     }
     return {
         "rows": si.rows,
@@ -494,16 +549,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Its steady runs come next, not between Spark jobs: a minute without Spark work kills the workers.
     log.info("sentence-transformers: cold run, then %d steady", args.repeats)
     imports_torch = "torch" not in sys.modules
-    started = time.perf_counter()
-    encode = sentence_transformers_encoder(model_dir)
-    reference = encode(texts)
-    st = Timing(len(texts), time.perf_counter() - started)
-    log.info("sentence-transformers cold: %.1fs", st.cold_seconds)
+
+    def load_and_encode() -> tuple[Callable[[list[str]], Matrix], Matrix]:
+        encode = sentence_transformers_encoder(model_dir)
+        return encode, encode(texts)
+
+    st, (encode, reference) = Timing.measure_cold("sentence-transformers", len(texts), load_and_encode)
     for _ in range(args.repeats):
-        started = time.perf_counter()
-        encode(texts)
-        st.steady_seconds.append(time.perf_counter() - started)
-        log.info("sentence-transformers steady: %.1fs", st.steady_seconds[-1])
+        st.measure_steady("sentence-transformers", lambda: encode(texts), time.process_time)
 
     log.info("Spark: sparkinfer cold, predict_batch_udf cold, then %d steady runs of each", args.repeats)
     spark = bench_spark(

@@ -16,6 +16,7 @@ written as JSON; the engine's counters reach the driver inside the rows themselv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -486,9 +487,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sparkinfer run") -> 
         job, master = parse_args(sys.argv[1:] if argv is None else argv, prog)
     except SpecError as exc:
         return _cli.fail(prog, str(exc))
-    _configure_logging()
     try:
-        report = run(_session(master), job)
+        with _progress_log():
+            report = run(_session(master), job)
     except SparkInferError as exc:
         return _cli.fail(prog, f"{type(exc).__name__}: {exc}", 1)
     except Exception as exc:
@@ -500,7 +501,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sparkinfer run") -> 
         write_report(report, job.report_path)
     except OSError as exc:
         return _cli.fail(prog, f"the run succeeded but its report could not be written to {job.report_path}: {exc}", 1)
-    log.info("sparkinfer: report written to %s", job.report_path)
+    print(f"report written to {job.report_path}", file=sys.stderr)
     return 0
 
 
@@ -528,24 +529,19 @@ def _session(master: str | None) -> SparkSession:
     return builder.getOrCreate()
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is when a record is logged (tests and notebooks replace it)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def _configure_logging() -> None:
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
+@contextlib.contextmanager
+def _progress_log() -> Iterator[None]:
+    """Log sparkinfer's INFO lines (one per chunk) to stderr while the command runs, then restore the logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    level = log.level
+    log.addHandler(handler)
     log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 if __name__ == "__main__":
