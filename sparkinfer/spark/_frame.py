@@ -24,6 +24,7 @@ from pyspark.sql.types import StructField, StructType
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.engine.tasks import get_task
 from sparkinfer.errors import SpecError
+from sparkinfer.spark.udf import _check_dependencies, _run_task, _task_gpu_amount
 from sparkinfer.spec import ModelSpec
 
 log = logging.getLogger("sparkinfer")
@@ -54,8 +55,6 @@ def predict_columns(df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str,
         SpecError: When an input column is missing or not a string column.
     """
     from pyspark.sql.pandas.types import from_arrow_type
-
-    from sparkinfer.spark.udf import _check_dependencies, _task_gpu_amount
 
     _check_dependencies(spec)
     for source, _ in outputs:
@@ -107,8 +106,6 @@ class _Plan:
 
 def _predict_task(plan: _Plan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor side: run the engine over the input columns, re-attach the other columns, carry metrics."""
-    from sparkinfer.spark.udf import _run_task
-
     held: deque[pa.RecordBatch] = deque()
     pending: list[Metrics] = []
     width = len(plan.sources)
