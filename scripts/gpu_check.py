@@ -166,7 +166,8 @@ def fixed_pass(engine: Any, spec: Any, texts: list[str], batch_size: int) -> tup
             metrics.real_tokens += int(mask.sum())
             metrics.padded_tokens += ids.size
             metrics.micro_batches += 1
-            pieces.append(loaded.head.forward(torch.from_numpy(ids).to(loaded.device), torch.from_numpy(mask).to(loaded.device)))
+            tensors = torch.from_numpy(ids).to(loaded.device), torch.from_numpy(mask).to(loaded.device)
+            pieces.append(loaded.head.forward(*tensors))
     return np.concatenate(pieces), metrics
 
 
@@ -239,7 +240,9 @@ def min_cosine(a: Any, b: Any) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when present, else cpu)")
-    parser.add_argument("--cpu-smoke", action="store_true", help="every config on the CPU: 16 short rows, 1 repeat, 1 thread")
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="every config on the CPU: 16 short rows, 1 repeat, 1 thread"
+    )
     parser.add_argument("--rows", type=int, default=None, help="rows per pass (default: 20000 on GPU, 500 on CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per config (default: 3)")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per row (default: 256)")
@@ -356,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "repeats": args.repeats,
         "max_length": args.max_length,
-        "spec": {"batch_tokens": base.batch_tokens, "max_batch_size": base.max_batch_size, "buffer_rows": base.buffer_rows},
+        "spec": {
+            "batch_tokens": base.batch_tokens, "max_batch_size": base.max_batch_size, "buffer_rows": base.buffer_rows
+        },
         "fixed_batch_size": args.fixed_batch_size,
         "configs": results,
         "ratios": {

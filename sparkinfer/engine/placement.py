@@ -15,7 +15,6 @@ as an index among the visible devices (a container that renumbered them).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sparkinfer.errors import ModelLoadError, SpecError

@@ -100,7 +100,8 @@ def test_bfloat16_on_cpu_through_spark_returns_float32(
     rows = texts[:16]
     vectors, spark_type = embed_through_spark(spark, rows, minilm_path, dtype="bfloat16", device="cpu")
     assert spark_type == "array<float>"
-    bf16 = cosines(vectors, rows, EmbeddingOracle(minilm_path, bits=None, dtype="bfloat16", normalize=True, max_length=MAX_LENGTH))
+    bf16_oracle = EmbeddingOracle(minilm_path, bits=None, dtype="bfloat16", normalize=True, max_length=MAX_LENGTH)
+    bf16 = cosines(vectors, rows, bf16_oracle)
     fp32 = cosines(vectors, rows, fp32_oracle)
     print(f"\nbfloat16 MiniLM through Spark: vs per-row bf16 min {bf16.min():.5f}, vs float32 min {fp32.min():.5f} "
           f"mean {fp32.mean():.5f}")

@@ -45,7 +45,9 @@ def oom_above(monkeypatch: pytest.MonkeyPatch) -> Install:
         def limited(input_ids: Any, attention_mask: Any) -> Any:
             seen.append(int(input_ids.shape[0]))
             if input_ids.shape[0] > rows:
-                raise (error or (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))()
+                if error is not None:
+                    raise error()
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return forward(input_ids, attention_mask)
 
         monkeypatch.setattr(loaded.head, "forward", limited)

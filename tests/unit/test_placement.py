@@ -147,7 +147,12 @@ def test_shared_gpu_warning_names_copies_and_memory() -> None:
 
 @pytest.mark.parametrize(
     ("resources", "device"),
-    [(TaskResources(("0",), 1.0), "cuda:0"), (TaskResources((), 0.5), "cpu"), (TaskResources(("0",)), "cuda:0"), (None, "cuda:0")],
+    [
+        (TaskResources(("0",), 1.0), "cuda:0"),
+        (TaskResources((), 0.5), "cpu"),
+        (TaskResources(("0",)), "cuda:0"),
+        (None, "cuda:0"),
+    ],
 )
 def test_no_shared_gpu_warning_for_a_whole_gpu_or_the_cpu(resources: TaskResources | None, device: str) -> None:
     assert shared_gpu_warning(resources, device=device, model="m", model_bytes=2**30) is None

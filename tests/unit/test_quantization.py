@@ -72,7 +72,8 @@ def test_invalid_quantization_specs_say_what_was_expected(options: dict[str, Any
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("int8", r"ModelSpec\.quantization must be None, one of \('8bit', '4bit'\) or a QuantizationSpec \(got 'int8'\)"),
+        ("int8", r"ModelSpec\.quantization must be None, one of \('8bit', '4bit'\) or a QuantizationSpec "
+                 r"\(got 'int8'\)"),
         (4, r"\(got 4\)"),
         (["4bit"], r"\(got \['4bit'\]\)"),
     ],
@@ -182,7 +183,9 @@ def test_a_quantized_model_is_loaded_in_place_never_moved(monkeypatch: pytest.Mo
 def test_quantization_options_reach_the_loaded_layers(encoder: str) -> None:
     import torch
 
-    quantization = QuantizationSpec(quant_type="fp4", double_quant=True, compute_dtype="bfloat16", skip_modules=("pooler",))
+    quantization = QuantizationSpec(
+        quant_type="fp4", double_quant=True, compute_dtype="bfloat16", skip_modules=("pooler",)
+    )
     loaded = load_model(ModelSpec(encoder, task="embedding", quantization=quantization), "cpu")
     query = loaded.model.encoder.layer[0].attention.self.query
     assert type(query).__name__ == "Linear4bit"
@@ -211,7 +214,8 @@ def test_bfloat16_on_cpu_returns_float32_vectors(encoder: str, texts: list[str])
     assert str(loaded.model.dtype) == "torch.bfloat16"
     assert out.type == pa.list_(pa.float32())
     # Same dtype, one row at a time: only bf16 rounding of a different summation order separates them.
-    bf16 = cosines(out.to_pylist(), texts, EmbeddingOracle(encoder, bits=None, dtype="bfloat16", normalize=False, max_length=64))
+    bf16_oracle = EmbeddingOracle(encoder, bits=None, dtype="bfloat16", normalize=False, max_length=64)
+    bf16 = cosines(out.to_pylist(), texts, bf16_oracle)
     fp32 = cosines(out.to_pylist(), texts, EmbeddingOracle(encoder, bits=None, normalize=False, max_length=64))
     assert bf16.min() >= 0.999, bf16.min()
     assert fp32.min() >= 0.99, fp32.min()
