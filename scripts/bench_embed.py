@@ -212,7 +212,9 @@ def _docstrings(module: ModuleType) -> Iterator[str]:
     """The module's docstring, then those of the classes, functions and methods it defines."""
     yield from _doc(module)
     for _, obj in sorted(vars(module).items()):
-        if not (inspect.isclass(obj) or inspect.isroutine(obj)) or getattr(obj, "__module__", None) != module.__name__:
+        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+            continue
+        if getattr(obj, "__module__", None) != module.__name__:  # imported into the module, not defined there
             continue
         yield from _doc(obj)
         if inspect.isclass(obj):
