@@ -14,18 +14,25 @@ from typing import Any, Literal, get_args
 
 from sparkinfer.errors import SpecError
 
-Task = Literal["embedding", "classification"]
+Task = Literal["embedding", "classification", "generation", "text2text", "token-classification"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 QuantBits = Literal[4, 8]
 QuantType = Literal["nf4", "fp4"]
 QuantizationPreset = Literal["8bit", "4bit"]
 Pooling = Literal["auto", "mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens"]
 FunctionToApply = Literal["auto", "softmax", "sigmoid", "none"]
+AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
 
-# Options that only make sense for one task; a non-default value for another task is an error.
+_GENERATE = (
+    "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed", "stop", "return_details",
+)
+# Options that only make sense for some tasks; a non-default value for another task is an error.
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "embedding": ("pooling", "normalize"),
     "classification": ("return_all_scores", "top_k", "function_to_apply"),
+    "generation": (*_GENERATE, "chat", "system_prompt"),
+    "text2text": _GENERATE,
+    "token-classification": ("aggregation_strategy", "ignore_labels"),
 }
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
@@ -94,7 +101,10 @@ class ModelSpec:
     Args:
         model: A local directory (``/dbfs/models/x`` or ``./model``) or a hub id resolved from the local
             Hugging Face cache (nothing is downloaded when ``HF_HUB_OFFLINE=1``).
-        task: One of ``"embedding"`` (array<float>) or ``"classification"`` (struct<label, score>).
+        task: ``"embedding"`` (array<float>), ``"classification"`` (struct<label, score>), ``"generation"``
+            (decoder-only LM) or ``"text2text"`` (encoder-decoder) (string, or a struct with
+            ``return_details``), or ``"token-classification"``
+            (array<struct<entity, word, score, start, end>>).
         revision: Hub revision (branch, tag or commit) to pin; ``None`` takes the cached default.
         max_length: Tokens per row after truncation. ``None`` takes the sentence-transformers
             ``max_seq_length`` when the model has one, else the model's maximum positions.
@@ -117,6 +127,23 @@ class ModelSpec:
         top_k: Classification only: add ``scores`` holding the k best labels, best first.
         function_to_apply: Classification only: ``"auto"`` picks sigmoid for multi-label or single-logit
             models and softmax otherwise, as transformers' text-classification pipeline does.
+        max_new_tokens: Generation/text2text: most tokens generated per row (counted in `batch_tokens`).
+        do_sample: Generation/text2text: sample instead of greedy decoding.
+        temperature: Generation/text2text, with ``do_sample``: logits are divided by it.
+        top_p: Generation/text2text, with ``do_sample``: nucleus sampling mass (1.0 keeps every token).
+        top_k: Classification: the k best labels in ``scores``. Generation/text2text, with ``do_sample``:
+            sample among the k most likely tokens.
+        seed: Generation/text2text, with ``do_sample``: each row samples from its own generator seeded
+            from `seed` and the row's prompt tokens, so its output does not depend on its batch.
+        stop: Generation/text2text: strings that end the output; it is cut before the first one.
+        return_details: Generation/text2text: return struct<text, prompt_tokens, completion_tokens,
+            finish_reason> instead of the text ("stop" for an end-of-sequence token or stop string,
+            "length" for max_new_tokens).
+        chat: Generation: render each prompt with the tokenizer's chat template as a user message.
+        system_prompt: Generation with ``chat=True``: a system message put before each prompt.
+        aggregation_strategy: Token classification: how tokens merge into entities, as in transformers'
+            token-classification pipeline (``"none"`` returns one entry per token).
+        ignore_labels: Token classification: labels left out of the output.
         overlap: Tokenize the next chunk of ``buffer_rows`` rows, and build the next micro-batch's
             tensors, in a background thread while the model computes the current one.
 
@@ -141,9 +168,23 @@ class ModelSpec:
     return_all_scores: bool = False
     top_k: int | None = None
     function_to_apply: FunctionToApply = "auto"
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    return_details: bool = False
+    chat: bool = False
+    system_prompt: str | None = None
+    aggregation_strategy: AggregationStrategy = "simple"
+    ignore_labels: tuple[str, ...] = ("O",)
     overlap: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("stop", "ignore_labels"):  # lists are welcome; the frozen spec keeps a hashable tuple
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.model, str) or not self.model.strip():
             raise SpecError(
                 f"ModelSpec.model must be a non-empty path or hub id (got {self.model!r}); "
@@ -181,6 +222,9 @@ class ModelSpec:
         _check_positive("top_k", self.top_k, optional=True)
         _check_choice("function_to_apply", self.function_to_apply, get_args(FunctionToApply))
         _check_bool("overlap", self.overlap)
+        self._check_generation_options()
+        _check_choice("aggregation_strategy", self.aggregation_strategy, get_args(AggregationStrategy))
+        _check_strings("ignore_labels", self.ignore_labels, example="('O',)")
         if self.return_all_scores and self.top_k is not None:
             raise SpecError(
                 f"ModelSpec.return_all_scores and top_k exclude each other (got return_all_scores=True, "
@@ -194,16 +238,36 @@ class ModelSpec:
             )
         self._check_task_options()
 
+    def _check_generation_options(self) -> None:
+        _check_positive("max_new_tokens", self.max_new_tokens)
+        _check_bool("do_sample", self.do_sample)
+        for name, low, high in (("temperature", 0.0, float("inf")), ("top_p", 0.0, 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise SpecError(f"ModelSpec.{name} must be a number in ({low}, {high}] (got {value!r})")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SpecError(f"ModelSpec.seed must be a non-negative int (got {self.seed!r})")
+        _check_strings("stop", self.stop, example="('\\n\\n', '###')")
+        _check_bool("return_details", self.return_details)
+        _check_bool("chat", self.chat)
+        _check_optional_str("system_prompt", self.system_prompt)
+        if self.system_prompt is not None and not self.chat:
+            raise SpecError(
+                "ModelSpec.system_prompt is sent through the tokenizer's chat template, so it needs chat=True "
+                f"(got chat=False, system_prompt={self.system_prompt!r}); pass chat=True, or put the "
+                "instructions into the prompt itself"
+            )
+
     def _check_task_options(self) -> None:
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         own = TASK_OPTIONS[self.task]
-        for task, names in TASK_OPTIONS.items():
-            for name in names:
-                if name not in own and getattr(self, name) != defaults[name]:
-                    raise SpecError(
-                        f"ModelSpec.{name} applies to task {task!r}, not {self.task!r} "
-                        f"(got {name}={getattr(self, name)!r}); drop it, or use task={task!r}"
-                    )
+        for name in sorted({n for names in TASK_OPTIONS.values() for n in names} - set(own)):
+            if getattr(self, name) != defaults[name]:
+                tasks = [task for task, names in TASK_OPTIONS.items() if name in names]
+                raise SpecError(
+                    f"ModelSpec.{name} applies to task {' or '.join(map(repr, tasks))}, not {self.task!r} "
+                    f"(got {name}={getattr(self, name)!r}); drop it, or use task={tasks[0]!r}"
+                )
 
     @property
     def quantization_spec(self) -> QuantizationSpec | None:
@@ -260,6 +324,13 @@ def _check_positive(name: str, value: object, *, optional: bool = False) -> None
 def _check_bool(name: str, value: object, *, owner: str = "ModelSpec") -> None:
     if not isinstance(value, bool):
         raise SpecError(f"{owner}.{name} must be True or False (got {value!r})")
+
+
+def _check_strings(name: str, value: object, *, example: str) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(
+            f"ModelSpec.{name} must be a tuple of non-empty strings (got {value!r}); pass e.g. {name}={example}"
+        )
 
 
 def _check_optional_str(name: str, value: object) -> None:

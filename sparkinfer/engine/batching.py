@@ -37,13 +37,16 @@ def plan_batches(lengths: IntArray, *, batch_tokens: int, max_batch_size: int) -
     return batches
 
 
-def pad(ids: Sequence[Sequence[int]], rows: IntArray, *, pad_id: int) -> tuple[IntArray, IntArray]:
-    """Right-pad the token ids of `rows` to the longest of them.
+def pad(
+    ids: Sequence[Sequence[int]], rows: IntArray, *, pad_id: int, side: str = "right"
+) -> tuple[IntArray, IntArray]:
+    """Pad the token ids of `rows` to the longest of them.
 
     Args:
         ids: Token ids of every row.
         rows: Indices of the rows to pad, as planned by `plan_batches`.
         pad_id: Token id used for padding (masked out by the attention mask).
+        side: ``"right"``, or ``"left"`` for decoder-only generation (new tokens follow the last real one).
 
     Returns:
         ``(input_ids, attention_mask)``, both int64 of shape ``(len(rows), longest)``; a batch whose rows
@@ -54,6 +57,7 @@ def pad(ids: Sequence[Sequence[int]], rows: IntArray, *, pad_id: int) -> tuple[I
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, (r, n) in enumerate(zip(rows, lengths)):
-        input_ids[i, :n] = ids[r]
-        mask[i, :n] = 1
+        start = width - n if side == "left" else 0
+        input_ids[i, start : start + n] = ids[r]
+        mask[i, start : start + n] = 1
     return input_ids, mask

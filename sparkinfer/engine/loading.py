@@ -194,7 +194,7 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     backend.no_padding()
     backend.enable_truncation(max_length=max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    head = task.build_head(spec, model, model_dir)
+    head = task.build_head(spec, model, tokenizer, model_dir)
     seconds = time.perf_counter() - started
     memory = model_bytes(model)
     log.info(

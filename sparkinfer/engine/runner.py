@@ -31,6 +31,7 @@ from sparkinfer.engine.batching import IntArray, pad, plan_batches
 from sparkinfer.engine.loading import LoadedModel, resolve_device
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.engine.placement import TaskResources, shared_gpu_warning
+from sparkinfer.engine.tasks import Inputs
 from sparkinfer.errors import InferenceError, SpecError
 from sparkinfer.spec import ModelSpec
 
@@ -199,6 +200,7 @@ class _Tokenized:
     lengths: IntArray
     truncated_rows: int
     seconds: float
+    inputs: Inputs
 
 
 def _check_strings(texts: pa.Array) -> None:
@@ -230,11 +232,13 @@ def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[Loaded
 def _tokenize(loaded: LoadedModel, texts: pa.Array) -> _Tokenized:
     started = time.perf_counter()
     valid: npt.NDArray[np.bool_] = np.asarray(texts.is_valid(), dtype=bool)
-    encodings = loaded.tokenizer.encode_batch(texts.filter(pa.array(valid)).to_pylist())
+    strings = texts.filter(pa.array(valid)).to_pylist()
+    encodings = loaded.head.prepare(strings)
     ids = [e.ids for e in encodings]
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     truncated = sum(1 for e in encodings if e.overflowing)
-    return _Tokenized(len(texts), valid, ids, lengths, truncated, time.perf_counter() - started)
+    inputs = Inputs(strings, encodings)
+    return _Tokenized(len(texts), valid, ids, lengths, truncated, time.perf_counter() - started, inputs)
 
 
 def _compute(
@@ -250,7 +254,9 @@ def _compute(
     metrics.tokenize_seconds = tokenized.seconds
     started = time.perf_counter()
     ids, lengths = tokenized.ids, tokenized.lengths
-    pending = deque(plan_batches(lengths, batch_tokens=budget.tokens, max_batch_size=spec.max_batch_size))
+    # The budget counts the tokens a row holds at its largest: its input plus what generation adds.
+    costs = lengths + loaded.head.new_tokens
+    pending = deque(plan_batches(costs, batch_tokens=budget.tokens, max_batch_size=spec.max_batch_size))
     outputs: npt.NDArray[Any] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="sparkinfer-batch") as pool:
         ahead: tuple[IntArray, Future[tuple[Any, Any]]] | None = None
@@ -258,8 +264,9 @@ def _compute(
             while pending:
                 rows = pending.popleft()
                 width = int(lengths[rows].max()) if len(rows) else 0
-                if len(rows) > 1 and len(rows) * width > budget.tokens:  # planned before an OOM split
-                    size = max(1, budget.tokens // max(width, 1))
+                cost = int(costs[rows].max()) if len(rows) else 0
+                if len(rows) > 1 and len(rows) * cost > budget.tokens:  # planned before an OOM split
+                    size = max(1, budget.tokens // max(cost, 1))
                     pending.extendleft(reversed([rows[i : i + size] for i in range(0, len(rows), size)]))
                     continue
                 prefetched = ahead[1] if ahead is not None and ahead[0] is rows else None
@@ -268,7 +275,7 @@ def _compute(
                 if spec.overlap and pending:  # pad and copy the next micro-batch while this one runs
                     following = pending[0]
                     ahead = (following, pool.submit(_tensors, ids, following, loaded))
-                out = _forward(loaded, tensors, rows, width, budget, metrics, pending)
+                out = _forward(loaded, tensors, rows, width, cost, budget, metrics, pending)
                 if out is None:
                     continue
                 if outputs is None:
@@ -278,7 +285,7 @@ def _compute(
                 metrics.micro_batches += 1
     if outputs is None:  # no valid row: the head still decides the (all-null) column's shape
         outputs = np.empty((0, 0), dtype=np.float32)
-    result = loaded.head.to_arrow(outputs, tokenized.valid)
+    result = loaded.head.to_arrow(outputs, tokenized.valid, tokenized.inputs)
     metrics.forward_seconds = time.perf_counter() - started
     return result, metrics
 
@@ -293,7 +300,7 @@ def _tensors(ids: list[list[int]], rows: IntArray, loaded: LoadedModel) -> tuple
         tensor = torch.from_numpy(array)
         return (tensor.pin_memory() if cuda else tensor).to(loaded.device, non_blocking=cuda)
 
-    input_ids, mask = pad(ids, rows, pad_id=loaded.pad_id)
+    input_ids, mask = pad(ids, rows, pad_id=loaded.pad_id, side=loaded.head.padding_side)
     return put(input_ids), put(mask)
 
 
@@ -302,13 +309,15 @@ def _forward(
     tensors: Callable[[], tuple[Any, Any]],
     rows: IntArray,
     width: int,
+    cost: int,
     budget: _Budget,
     metrics: Metrics,
     pending: deque[IntArray],
 ) -> npt.NDArray[Any] | None:
     """One micro-batch's outputs; ``None`` when it ran out of memory and was split back into `pending`.
 
-    `tensors` gives the padded batch on the device; copying it there can run out of memory too.
+    `tensors` gives the padded batch on the device; copying it there can run out of memory too. `width`
+    is its padded input length, `cost` the budget tokens of its largest row (input plus new tokens).
     """
     import torch
 
@@ -323,7 +332,7 @@ def _forward(
                 f"with more memory: {exc}"
             ) from exc
         half = len(rows) // 2
-        budget.tokens = min(budget.tokens, half * width)
+        budget.tokens = min(budget.tokens, half * cost)
         metrics.oom_splits += 1
         log.warning(
             "sparkinfer: out of memory on %s with %d rows x %d tokens; split in half, token budget now %d",

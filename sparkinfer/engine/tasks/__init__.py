@@ -6,7 +6,7 @@ from types import ModuleType
 from typing import cast
 
 from sparkinfer.engine.tasks import classification, embedding
-from sparkinfer.engine.tasks.base import Head, Task
+from sparkinfer.engine.tasks.base import Head, Inputs, Task
 
 _TASKS: dict[str, ModuleType] = {
     "embedding": embedding,
@@ -19,4 +19,4 @@ def get_task(name: str) -> Task:
     return cast(Task, _TASKS[name])
 
 
-__all__ = ["Head", "Task", "get_task"]
+__all__ = ["Head", "Inputs", "Task", "get_task"]

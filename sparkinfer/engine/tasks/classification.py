@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from sparkinfer.engine.tasks.base import EncoderHead, Inputs
+
 if TYPE_CHECKING:
     import torch
 
@@ -45,11 +47,13 @@ def score_function(config: Any, requested: str) -> str:
     return "softmax"
 
 
-class ClassificationHead:
+class ClassificationHead(EncoderHead):
     """Logits → scores (float64) per row; labels are attached in `to_arrow`."""
 
-    def __init__(self, model: Any, function: str, labels: list[str], top_k: int | None, all_scores: bool) -> None:
-        self.model = model
+    def __init__(
+        self, model: Any, tokenizer: Any, function: str, labels: list[str], top_k: int | None, all_scores: bool
+    ) -> None:
+        super().__init__(model, tokenizer)
         self.function = function
         self.labels = labels
         self.top_k = top_k
@@ -66,7 +70,7 @@ class ClassificationHead:
         result: npt.NDArray[np.float64] = scores.cpu().numpy()
         return result
 
-    def to_arrow(self, outputs: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pa.Array:
+    def to_arrow(self, outputs: npt.NDArray[Any], valid: npt.NDArray[np.bool_], inputs: Inputs) -> pa.Array:
         scores = outputs.reshape(len(outputs), len(self.labels))
         labels = np.asarray(self.labels, dtype=object)
         best = scores.argmax(axis=1)
@@ -101,10 +105,10 @@ def _scatter(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_], type_: pa.D
     return pa.array(full, type_)
 
 
-def build_head(spec: ModelSpec, model: Any, model_dir: Path) -> ClassificationHead:
+def build_head(spec: ModelSpec, model: Any, tokenizer: Any, model_dir: Path) -> ClassificationHead:
     """Labels from ``config.id2label`` in id order; the score function as the pipeline picks it."""
     config = model.config
     labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
     return ClassificationHead(
-        model, score_function(config, spec.function_to_apply), labels, spec.top_k, spec.return_all_scores
+        model, tokenizer, score_function(config, spec.function_to_apply), labels, spec.top_k, spec.return_all_scores
     )

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from sparkinfer.engine.tasks.base import EncoderHead, Inputs
 from sparkinfer.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -101,11 +102,11 @@ def read_st_config(model_dir: Path) -> SentenceTransformersConfig:
     return SentenceTransformersConfig(pooling, "Normalize" in kinds, max_seq_length)
 
 
-class EmbeddingHead:
+class EmbeddingHead(EncoderHead):
     """Pools token states into one vector per row, optionally L2-normalized."""
 
-    def __init__(self, model: Any, pooling: str, normalize: bool) -> None:
-        self.model = model
+    def __init__(self, model: Any, tokenizer: Any, pooling: str, normalize: bool) -> None:
+        super().__init__(model, tokenizer)
         self.pooling = pooling
         self.normalize = normalize
 
@@ -132,7 +133,7 @@ class EmbeddingHead:
         result: npt.NDArray[np.float32] = pooled.cpu().numpy()
         return result
 
-    def to_arrow(self, outputs: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pa.Array:
+    def to_arrow(self, outputs: npt.NDArray[Any], valid: npt.NDArray[np.bool_], inputs: Inputs) -> pa.Array:
         dim = outputs.shape[1] if outputs.ndim == 2 else 0
         offsets = np.zeros(len(valid) + 1, dtype=np.int32)
         np.cumsum(np.where(valid, dim, 0), out=offsets[1:])
@@ -140,9 +141,9 @@ class EmbeddingHead:
         return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
 
 
-def build_head(spec: ModelSpec, model: Any, model_dir: Path) -> EmbeddingHead:
+def build_head(spec: ModelSpec, model: Any, tokenizer: Any, model_dir: Path) -> EmbeddingHead:
     """Pooling and normalization from the spec, else the sentence-transformers config, else mean."""
     st = read_st_config(model_dir)
     pooling = spec.pooling if spec.pooling != "auto" else (st.pooling or "mean")
     normalize = spec.normalize if spec.normalize is not None else st.normalize
-    return EmbeddingHead(model, pooling, normalize)
+    return EmbeddingHead(model, tokenizer, pooling, normalize)
