@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from sparkinfer.engine import cache
+from sparkinfer.engine import cache, faults
 from sparkinfer.engine.batching import IntArray, pad, plan_batches
 from sparkinfer.engine.loading import LoadedModel, resolve_device
 from sparkinfer.engine.metrics import Metrics
@@ -322,6 +322,7 @@ def _forward(
     import torch
 
     try:
+        faults.before_forward(len(rows))
         return loaded.head.forward(*tensors())
     except torch.cuda.OutOfMemoryError as exc:
         if len(rows) == 1:

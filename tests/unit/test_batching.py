@@ -62,20 +62,22 @@ ids_st = st.lists(st.lists(st.integers(1, 30000), max_size=20), min_size=1, max_
 
 
 @settings(max_examples=200, deadline=None)
-@given(ids=ids_st, data=st.data(), pad_id=st.integers(0, 5))
-def test_pad_matches_rowwise_construction(ids: list[list[int]], data: st.DataObject, pad_id: int) -> None:
+@given(ids=ids_st, data=st.data(), pad_id=st.integers(0, 5), side=st.sampled_from(["right", "left"]))
+def test_pad_matches_rowwise_construction(ids: list[list[int]], data: st.DataObject, pad_id: int, side: str) -> None:
     rows = np.asarray(
         data.draw(st.lists(st.integers(0, len(ids) - 1), min_size=1, max_size=len(ids), unique=True)), dtype=np.int64
     )
-    input_ids, mask = pad(ids, rows, pad_id=pad_id)
+    input_ids, mask = pad(ids, rows, pad_id=pad_id, side=side)
 
     width = max(max(len(ids[r]) for r in rows), 1)
     assert input_ids.shape == mask.shape == (len(rows), width)
     assert input_ids.dtype == mask.dtype == np.int64
     for i, r in enumerate(rows):
         n = len(ids[r])
-        assert input_ids[i].tolist() == ids[r] + [pad_id] * (width - n)
-        assert mask[i].tolist() == [1] * n + [0] * (width - n)
+        padding = [pad_id] * (width - n)
+        assert input_ids[i].tolist() == (ids[r] + padding if side == "right" else padding + ids[r])
+        unmasked = [1] * n + [0] * (width - n)
+        assert mask[i].tolist() == (unmasked if side == "right" else unmasked[::-1])
 
 
 def test_pad_worked_example() -> None:
@@ -83,6 +85,9 @@ def test_pad_worked_example() -> None:
     input_ids, mask = pad(ids, np.array([2, 0], dtype=np.int64), pad_id=0)
     assert input_ids.tolist() == [[101, 5, 6, 7, 102], [101, 7, 102, 0, 0]]
     assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    input_ids, mask = pad(ids, np.array([2, 0], dtype=np.int64), pad_id=0, side="left")
+    assert input_ids.tolist() == [[101, 5, 6, 7, 102], [0, 0, 101, 7, 102]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
 
 
 @pytest.mark.parametrize("n_rows", [1, 3])

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sparkinfer import InferenceError, ModelSpec
+from sparkinfer import InferenceError, ModelSpec, SpecError
 from sparkinfer.engine import Metrics, cache, run, run_stream
 from tests.unit.helpers import ClassifierOracle, assert_classification_matches
 
@@ -142,3 +142,21 @@ def test_a_real_cuda_oom_is_split(minilm_path: str, docs: list[str]) -> None:
     assert metrics.oom_splits > 0
     got, expected = np.asarray(out.to_pylist()), np.asarray(clean.to_pylist())
     assert (np.sum(got * expected, axis=1) >= 0.999).all()
+
+
+def test_the_environment_fault_hook_injects_an_oom_and_rejects_garbage(
+    tiny_classifier: str, docs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparkinfer.engine import faults
+
+    spec = ModelSpec(tiny_classifier, task="classification", max_length=64, batch_tokens=2048)
+    texts = pa.array(docs[:40], pa.string())
+    unsplit, clean = run(spec, texts)
+    monkeypatch.setenv(faults.ENV, "oom_above_rows=3")
+    split, metrics = run(spec, texts)
+    assert clean.oom_splits == 0 and metrics.oom_splits > 0
+    for got, want in zip(split.to_pylist(), unsplit.to_pylist()):
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-6)
+    monkeypatch.setenv(faults.ENV, "oom_above=3")
+    with pytest.raises(SpecError, match="oom_above_rows"):
+        run(spec, texts)
