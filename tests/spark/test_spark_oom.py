@@ -26,7 +26,7 @@ OOM_ABOVE_ROWS = 4
 
 
 def _predictions(spark: Any, path: str) -> dict[int, Any]:
-    return {r["id"]: r["text_prediction"] for r in si.read_table(spark, path).collect()}
+    return {r["id"]: r["prediction"] for r in si.read_table(spark, path).collect()}
 
 
 def test_an_injected_oom_in_the_workers_splits_and_the_job_completes(
