@@ -120,7 +120,11 @@ class ModelSpec:
         quantization: ``None`` (full weights in `dtype`), ``"8bit"`` (LLM.int8), ``"4bit"`` (NF4), or a
             `QuantizationSpec`. Needs bitsandbytes (``pip install 'sparkinfer[quant]'``); the model is
             loaded straight onto its device and never moved.
-        trust_remote_code: Allow code shipped inside the model repository to run. Off by default.
+        trust_remote_code: Allow code shipped inside the model repository to run. Off by default: such a
+            model is refused with the list of its code files.
+        allow_pickle: Allow weights in pickle-based checkpoints (``pytorch_model.bin``, ``.pt``, ``.pth``,
+            ``.ckpt``): unpickling runs whatever code the file holds. Off by default: only safetensors
+            weights are loaded.
         pooling: Embedding only: ``"auto"`` follows the sentence-transformers pooling config, else mean.
         normalize: Embedding only: L2-normalize; ``None`` follows the sentence-transformers config.
         return_all_scores: Classification only: add ``scores``, every label's score in label-id order.
@@ -163,6 +167,7 @@ class ModelSpec:
     device: str = "auto"
     quantization: QuantizationPreset | QuantizationSpec | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = False
     pooling: Pooling = "auto"
     normalize: bool | None = None
     return_all_scores: bool = False
@@ -215,6 +220,7 @@ class ModelSpec:
                 f"(got device='mps', quantization={self.quantization!r}); use device='cpu' or quantization=None"
             )
         _check_bool("trust_remote_code", self.trust_remote_code)
+        _check_bool("allow_pickle", self.allow_pickle)
         _check_choice("pooling", self.pooling, get_args(Pooling))
         if self.normalize is not None:
             _check_bool("normalize", self.normalize)

@@ -157,6 +157,7 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         require("bitsandbytes", extra="quant", purpose=purpose)
         require("accelerate", extra="quant", purpose=purpose)  # transformers' bitsandbytes loader needs it
     model_dir = resolve_model_dir(spec)
+    check_weights_format(model_dir, allow_pickle=spec.allow_pickle)
     device = device if device is not None else resolve_device(spec.device)
     task = get_task(spec.task)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
@@ -167,7 +168,8 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, **common)
         model_class = getattr(transformers, task.auto_class)
         dtype = resolve_dtype(spec.dtype, device)
-        kwargs = {**common, "dtype": dtype}
+        # Without allow_pickle, transformers must not fall back to a pickle checkpoint it finds beside.
+        kwargs = {**common, "dtype": dtype, "use_safetensors": None if spec.allow_pickle else True}
         if quantization is not None:
             kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype)
             kwargs["device_map"] = {"": device}
@@ -176,6 +178,13 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         except (ValueError, ImportError):  # the architecture has no SDPA attention: take its default
             model = model_class.from_pretrained(model_dir, **kwargs)
     except Exception as exc:
+        if not spec.trust_remote_code and "trust_remote_code" in str(exc):
+            code = sorted(p.name for p in model_dir.glob("*.py")) or "code named in its config's auto_map"
+            raise ModelLoadError(
+                f"{str(model_dir)!r} needs to run model code shipped in the repository ({code}); sparkinfer "
+                "runs no such code unless asked (got trust_remote_code=False). Read that code, pin it with "
+                "revision=<commit>, then pass trust_remote_code=True"
+            ) from exc
         raise ModelLoadError(
             f"could not load {task.auto_class} and tokenizer from {str(model_dir)!r} for task {spec.task!r}: "
             f"{type(exc).__name__}: {exc}"
@@ -202,6 +211,31 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         spec.model, spec.task, device, seconds, memory / 2**20, model.dtype, quantization,
     )
     return LoadedModel(spec, model, backend, head, max_length, int(pad_id), device, seconds, memory)
+
+
+_PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_weights_format(model_dir: Path, *, allow_pickle: bool) -> None:
+    """Refuse a model whose only weights are pickle checkpoints, unless `allow_pickle`.
+
+    Unpickling a checkpoint runs any code its author put in it, so a model from an untrusted source must
+    come as safetensors (plain tensors, nothing executable).
+
+    Raises:
+        ModelLoadError: When `model_dir` has pickle checkpoints and no safetensors weights.
+    """
+    if allow_pickle or any(model_dir.glob("*.safetensors")):
+        return
+    pickles = sorted({p.name for pattern in _PICKLE_PATTERNS for p in model_dir.glob(pattern)})
+    if pickles:
+        raise ModelLoadError(
+            f"{str(model_dir)!r} holds its weights only as pickle checkpoints ({', '.join(pickles)}); loading "
+            "them runs any code the file contains, so sparkinfer loads only safetensors by default (got "
+            "allow_pickle=False). Convert it once where you trust it (from_pretrained, then save_pretrained writes "
+            "model.safetensors), or, "
+            "for a source you trust, pass allow_pickle=True"
+        )
 
 
 def model_bytes(model: Any) -> int:
