@@ -1,47 +1,88 @@
 """Fault injection for tests of recovery paths that need a real executor: off unless asked for.
 
 Recovery code (out-of-memory splits, Spark task retries) must be tested where it runs: inside Spark's
-Python workers, which a test cannot monkeypatch. A test asks for faults through the environment of the
-workers, e.g. ``spark.sparkContext.environment["SPARKINFER_FAULTS"] = "oom_above_rows=4"`` before
-building the UDF (Spark starts workers with that environment), or the environment of a job's
-subprocess. Without the variable the hook costs one dictionary lookup per micro-batch.
+Python workers, which a test cannot monkeypatch. A test asks for faults through the environment the
+workers start with: ``spark.sparkContext.environment["SPARKINFER_FAULTS"] = "oom_above_rows=4"`` before
+the UDF is built, ``--conf spark.executorEnv.SPARKINFER_FAULTS=...`` for spark-submit, or the environment
+of a subprocess. Without the variable the hook costs one dictionary lookup per micro-batch.
 
 Faults (comma-separated ``name=value``):
 
 * ``oom_above_rows=N``: a micro-batch of more than N rows raises ``torch.cuda.OutOfMemoryError``, as a
   GPU out of memory does (the error can be constructed without a GPU).
+* ``exit_at_batch=K``: the Python worker process exits abruptly (``os._exit``) before its K-th
+  micro-batch, as a worker killed by the OS does.
+* ``kill_executor_at_batch=K``: before its K-th micro-batch the worker SIGKILLs the executor JVM it runs
+  under (the ``CoarseGrainedExecutorBackend`` among its ancestors), as a lost executor does.
+* ``once=PATH``: the process faults above fire in the first process only, the one that creates PATH, so
+  that Spark's retry of the task succeeds.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from pathlib import Path
 
 from sparkinfer.errors import SpecError
 
 ENV = "SPARKINFER_FAULTS"
-_KNOWN = ("oom_above_rows",)
+EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
+_COUNTS = ("oom_above_rows", "exit_at_batch", "kill_executor_at_batch")
+_batches = 0  # micro-batches this process has started
 
 
-def _parse(text: str) -> dict[str, int]:
-    faults: dict[str, int] = {}
+def _parse(text: str) -> dict[str, str]:
+    faults: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        if name not in _KNOWN or not value.isdigit():
+        if not ((name in _COUNTS and value.isdigit()) or (name == "once" and value)):
             raise SpecError(
-                f"{ENV} must hold name=int items with names from {_KNOWN} (got {text!r}); "
-                f"e.g. {ENV}=oom_above_rows=4, or unset it"
+                f"{ENV} must hold name=value items: {', '.join(f'{n}=<int>' for n in _COUNTS)} or once=<path> "
+                f"(got {text!r}); e.g. {ENV}=oom_above_rows=4, or unset it"
             )
-        faults[name] = int(value)
+        faults[name] = value
     return faults
 
 
 def before_forward(rows: int) -> None:
-    """Raise the fault the environment asks for, if any, before a micro-batch of `rows` rows runs."""
+    """Raise or perform the fault the environment asks for, if any, before a micro-batch of `rows` rows."""
+    global _batches
     text = os.environ.get(ENV)
     if not text:
         return
-    limit = _parse(text).get("oom_above_rows")
-    if limit is not None and rows > limit:
+    faults = _parse(text)
+    _batches += 1
+    if "oom_above_rows" in faults and rows > int(faults["oom_above_rows"]):
         import torch
 
-        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {ENV}: more than {limit} rows)")
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {ENV}: more than {rows} rows)")
+    for name, act in (("exit_at_batch", _exit_worker), ("kill_executor_at_batch", _kill_executor)):
+        if faults.get(name) == str(_batches) and _first_time(faults.get("once")):
+            act()
+
+
+def _first_time(marker: str | None) -> bool:
+    """True in the one process that creates `marker` (always True without one)."""
+    if marker is None:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _exit_worker() -> None:
+    os._exit(EXIT_STATUS)
+
+
+def _kill_executor() -> None:
+    pid = os.getppid()
+    while pid > 1:
+        proc = Path(f"/proc/{pid}")
+        if b"CoarseGrainedExecutorBackend" in (proc / "cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+            return
+        pid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    raise RuntimeError(f"{ENV}: kill_executor_at_batch found no executor JVM among this process's ancestors")

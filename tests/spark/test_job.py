@@ -30,6 +30,7 @@ pytestmark = pytest.mark.spark
 deltalake = pytest.importorskip("deltalake", reason="the delta extra (pip install 'sparkinfer[delta]') is missing")
 
 import sparkinfer as si  # noqa: E402
+from sparkinfer.engine import faults  # noqa: E402
 from sparkinfer.spark.job import FINGERPRINT_COLUMN, Job, fingerprint, main, run  # noqa: E402
 from sparkinfer.spark.tables import spark_has_delta  # noqa: E402
 
@@ -227,10 +228,18 @@ def test_spark_submit_job_killed_mid_run_resumes_every_key_once(
 
 
 @pytest.mark.cluster
-def test_spark_submit_on_local_cluster_with_an_archived_model(
-    spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path
+@pytest.mark.parametrize(("output_format", "fault"), [("parquet", "exit_at_batch"), ("delta", "kill_executor_at_batch")])
+def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_worker(
+    spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
+    output_format: str, fault: str,
 ) -> None:
-    """Two executor JVMs; the model ships as ``--archives tiny.tar.gz#model`` and is named ``model``."""
+    """Two executor JVMs; the model ships as ``--archives tiny.tar.gz#model`` and is named ``model``.
+
+    One fault is injected once per run (``sparkinfer/engine/faults.py``) on the third micro-batch of the
+    first Python worker to get there, mid-task: the worker exits abruptly (Parquet output), or it kills its
+    executor JVM (Delta output). Spark retries the lost tasks; the output must still hold every row exactly
+    once, with the predictions of an undisturbed engine run.
+    """
     archive = tmp_path / "tiny.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for item in Path(tiny_classifier).iterdir():
@@ -240,10 +249,11 @@ def test_spark_submit_on_local_cluster_with_an_archived_model(
     output = tmp_path / "out"
     result = subprocess.run(
         [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]", "--conf", "spark.ui.enabled=false",
+         "--conf", f"spark.executorEnv.{faults.ENV}={fault}=3,once={tmp_path / 'fault-fired'}",
          "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
          "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
          "--partitions", "2", "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
-         "--return-all-scores", "--format", "parquet"],
+         "--return-all-scores", "--format", output_format],
         env=_submit_env(tmp_path), capture_output=True, text=True, timeout=400,
     )
     # local-cluster workers keep a directory per application under SPARK_HOME/work: remove this run's.
@@ -253,8 +263,11 @@ def test_spark_submit_on_local_cluster_with_an_archived_model(
     if work.is_dir() and not any(work.iterdir()):
         work.rmdir()
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "fault-fired").exists(), "the fault was not injected"
+    lost = "Python worker exited unexpectedly" if fault == "exit_at_batch" else "Lost executor"
+    assert lost in result.stderr, result.stderr[-3000:]
     report = json.loads(Path(f"{output}.report.json").read_text())
-    assert report["rows_out"] == 200 and report["format"] == "parquet"
+    assert report["rows_out"] == 200 and report["format"] == output_format
     assert report["engine"]["model_loads"] >= 1  # the archive was unpacked and loaded on the executors
     # The archived model is the tiny classifier: compare with the engine run from its directory.
     _assert_matches_engine(spark, str(output), _spec(tiny_classifier), {i: corpus[1][i] for i in range(200)})
