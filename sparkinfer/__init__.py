@@ -16,7 +16,7 @@ from sparkinfer.errors import (
     TableError,
 )
 from sparkinfer.spark.tables import read_table, write_table
-from sparkinfer.spark.udf import classify, embed, predict, register
+from sparkinfer.spark.udf import classify, classify_tokens, embed, generate, predict, prompt, register
 from sparkinfer.spec import ModelSpec, QuantizationSpec
 
 __version__ = "0.1.0"
@@ -31,8 +31,11 @@ __all__ = [
     "SpecError",
     "TableError",
     "classify",
+    "classify_tokens",
     "embed",
+    "generate",
     "predict",
+    "prompt",
     "read_table",
     "register",
     "write_table",

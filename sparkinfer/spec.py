@@ -21,6 +21,7 @@ QuantType = Literal["nf4", "fp4"]
 QuantizationPreset = Literal["8bit", "4bit"]
 Pooling = Literal["auto", "mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens"]
 FunctionToApply = Literal["auto", "softmax", "sigmoid", "none"]
+OnError = Literal["raise", "null", "column"]
 AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
 
 _GENERATE = (
@@ -148,6 +149,14 @@ class ModelSpec:
         aggregation_strategy: Token classification: how tokens merge into entities, as in transformers'
             token-classification pipeline (``"none"`` returns one entry per token).
         ignore_labels: Token classification: labels left out of the output.
+        on_error: What a row whose prediction fails gets. ``"raise"`` fails the Spark task with the row's
+            position in the task's input and the cause; ``"null"`` gives that row null; ``"column"`` returns
+            struct<result, error: string> for every row, the error message where the row failed (as
+            Databricks' ``ai_query`` with ``failOnError=false``). A failing micro-batch is bisected, so only
+            the guilty rows fail; failures are counted in ``Metrics.error_rows``.
+        max_error_rate: With ``on_error`` "null" or "column": fail the task once more than this share of
+            its non-null rows failed (checked after every ``buffer_rows`` chunk from 100 rows on, and at its
+            end), so that a job over garbage stops early; ``None`` never stops.
         overlap: Tokenize the next chunk of ``buffer_rows`` rows, and build the next micro-batch's
             tensors, in a background thread while the model computes the current one.
 
@@ -184,6 +193,8 @@ class ModelSpec:
     system_prompt: str | None = None
     aggregation_strategy: AggregationStrategy = "simple"
     ignore_labels: tuple[str, ...] = ("O",)
+    on_error: OnError = "raise"
+    max_error_rate: float | None = None
     overlap: bool = True
 
     def __post_init__(self) -> None:
@@ -228,6 +239,15 @@ class ModelSpec:
         _check_positive("top_k", self.top_k, optional=True)
         _check_choice("function_to_apply", self.function_to_apply, get_args(FunctionToApply))
         _check_bool("overlap", self.overlap)
+        _check_choice("on_error", self.on_error, get_args(OnError))
+        rate = self.max_error_rate
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1):
+            raise SpecError(f"ModelSpec.max_error_rate must be None or a number in [0, 1) (got {rate!r})")
+        if rate is not None and self.on_error == "raise":
+            raise SpecError(
+                f"ModelSpec.max_error_rate needs on_error='null' or 'column': with 'raise' the first failing row "
+                f"already stops the task (got max_error_rate={rate!r}); set on_error, or drop max_error_rate"
+            )
         self._check_generation_options()
         _check_choice("aggregation_strategy", self.aggregation_strategy, get_args(AggregationStrategy))
         _check_strings("ignore_labels", self.ignore_labels, example="('O',)")
@@ -257,6 +277,14 @@ class ModelSpec:
         _check_bool("return_details", self.return_details)
         _check_bool("chat", self.chat)
         _check_optional_str("system_prompt", self.system_prompt)
+        sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": None, "seed": 0}
+        if self.task in ("generation", "text2text") and not self.do_sample:
+            for name, default in sampling.items():
+                if getattr(self, name) != default:
+                    raise SpecError(
+                        f"ModelSpec.{name} applies to sampling, which needs do_sample=True (got do_sample=False, "
+                        f"{name}={getattr(self, name)!r}); pass do_sample=True, or drop {name} for greedy decoding"
+                    )
         if self.system_prompt is not None and not self.chat:
             raise SpecError(
                 "ModelSpec.system_prompt is sent through the tokenizer's chat template, so it needs chat=True "
@@ -295,6 +323,8 @@ class ModelSpec:
             max_batch_size=ModelSpec.max_batch_size,
             buffer_rows=ModelSpec.buffer_rows,
             overlap=ModelSpec.overlap,
+            on_error=ModelSpec.on_error,
+            max_error_rate=ModelSpec.max_error_rate,
             quantization=self.quantization_spec,
         )
 

@@ -85,6 +85,28 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) 
     )
 
 
+NER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+
+
+@pytest.fixture(scope="session")
+def tiny_ner(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+    """A random 5-label token classifier (O, B-/I-PER, B-/I-LOC) built from a config, no hub.
+
+    The large initializer_range (0.7) and seed 8 make the random head predict O and several entity labels,
+    with multi-token entities, so the aggregation strategies have something to merge and drop.
+    """
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny_ner"),
+        minilm_path,
+        "AutoModelForTokenClassification",
+        seed=8,
+        initializer_range=0.7,
+        num_labels=len(NER_LABELS),
+        id2label=dict(enumerate(NER_LABELS)),
+        label2id={label: i for i, label in enumerate(NER_LABELS)},
+    )
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """A local[2] session with small Arrow batches, to exercise re-batching."""
@@ -102,3 +124,90 @@ def spark() -> Iterator[Any]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+# A minimal chat template for the tiny generation tokenizer: role-tagged turns, then the assistant's tag.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_tokenizer(path: Path) -> Any:
+    """A byte-level BPE tokenizer (512 tokens) trained on the docstring fixture: <pad>=0, </s>=1, <unk>=2.
+
+    Byte-level BPE decodes exactly what it encoded, so generated text can be compared as strings.
+    """
+    import pyarrow.parquet as pq
+    import tokenizers
+    import transformers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    texts = pq.read_table(DATA / "stdlib_docs_sample.parquet").column("text").to_pylist()
+    backend = tokenizers.Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=1024
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def build_tiny_causal_lm(path: Path, *, seed: int = 0, eos_boost: float = 2.5) -> str:
+    """A random GPT-2 (2 layers, width 32, 128 positions) with the tiny BPE tokenizer, saved to `path`.
+
+    Weights are drawn wider than GPT-2's default (std 0.2) so that the top two logits rarely come within
+    float noise of each other, and the (tied) embedding of </s> is scaled by `eos_boost` so that greedy
+    decoding ends some rows early with an end-of-sequence token (about a third of the docstring prompts
+    within 16 tokens), as trained models do.
+    """
+    import torch
+    import transformers
+
+    tokenizer = build_tiny_tokenizer(path)
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=1, eos_token_id=1, pad_token_id=0, initializer_range=0.2,
+    )
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight[1] *= eos_boost
+    model.save_pretrained(path)
+    return str(path)
+
+
+def build_tiny_seq2seq(path: Path, *, seed: int = 0) -> str:
+    """A random T5 (2+2 layers, width 32) with the tiny BPE tokenizer (no position limit: relative attention)."""
+    import torch
+    import transformers
+
+    tokenizer = build_tiny_tokenizer(path)
+    config = transformers.T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, initializer_factor=2.0,
+    )
+    torch.manual_seed(seed)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random tiny GPT-2 + trained BPE tokenizer with a chat template (see `build_tiny_causal_lm`)."""
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random tiny T5 + trained BPE tokenizer (see `build_tiny_seq2seq`)."""
+    return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny_seq2seq"))

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from sparkinfer.engine.metrics import Metrics
-from sparkinfer.engine.runner import run, run_stream
+from sparkinfer.engine.runner import output_type, run, run_stream
 
-__all__ = ["Metrics", "run", "run_stream"]
+__all__ = ["Metrics", "output_type", "run", "run_stream"]

@@ -10,6 +10,8 @@ Faults (comma-separated ``name=value``):
 
 * ``oom_above_rows=N``: a micro-batch of more than N rows raises ``torch.cuda.OutOfMemoryError``, as a
   GPU out of memory does (the error can be constructed without a GPU).
+* ``fail_on_token=ID``: a micro-batch holding token id ID raises ``ValueError``, as a row the model cannot
+  handle does: the runner's bisection must then fail exactly the rows holding it.
 * ``exit_at_batch=K``: the Python worker process exits abruptly (``os._exit``) before its K-th
   micro-batch, as a worker killed by the OS does.
 * ``kill_executor_at_batch=K``: before its K-th micro-batch the worker SIGKILLs the executor JVM it runs
@@ -23,12 +25,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from sparkinfer.errors import SpecError
 
 ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
-_COUNTS = ("oom_above_rows", "exit_at_batch", "kill_executor_at_batch")
+_COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch")
 _batches = 0  # micro-batches this process has started
 
 
@@ -45,18 +48,25 @@ def _parse(text: str) -> dict[str, str]:
     return faults
 
 
-def before_forward(rows: int) -> None:
-    """Raise or perform the fault the environment asks for, if any, before a micro-batch of `rows` rows."""
+def before_forward(input_ids: Any) -> None:
+    """Raise or perform the fault the environment asks for, if any, before a micro-batch runs.
+
+    Args:
+        input_ids: The micro-batch's padded token ids (a tensor of shape rows x length).
+    """
     global _batches
     text = os.environ.get(ENV)
     if not text:
         return
     faults = _parse(text)
     _batches += 1
+    rows = int(input_ids.shape[0])
     if "oom_above_rows" in faults and rows > int(faults["oom_above_rows"]):
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {ENV}: more than {rows} rows)")
+    if "fail_on_token" in faults and bool((input_ids == int(faults["fail_on_token"])).any()):
+        raise ValueError(f"injected by {ENV}: the micro-batch holds token id {faults['fail_on_token']}")
     for name, act in (("exit_at_batch", _exit_worker), ("kill_executor_at_batch", _kill_executor)):
         if faults.get(name) == str(_batches) and _first_time(faults.get("once")):
             act()

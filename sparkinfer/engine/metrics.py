@@ -23,6 +23,7 @@ class Metrics:
         tokenize_seconds: Seconds spent tokenizing.
         forward_seconds: Seconds spent in forward passes and post-processing.
         oom_splits: Micro-batches that ran out of device memory and were split in half to retry.
+        error_rows: Rows whose prediction failed (``on_error="null"`` or ``"column"`` answers them).
     """
 
     rows: int = 0
@@ -36,6 +37,7 @@ class Metrics:
     tokenize_seconds: float = 0.0
     forward_seconds: float = 0.0
     oom_splits: int = 0
+    error_rows: int = 0
 
     @property
     def padding_efficiency(self) -> float:

@@ -37,6 +37,8 @@ from sparkinfer.spec import ModelSpec
 
 log = logging.getLogger("sparkinfer")
 
+_MIN_ROWS_FOR_RATE = 100  # max_error_rate is not judged on fewer rows, except at the end of a stream
+
 T = TypeVar("T")
 
 
@@ -67,7 +69,10 @@ def run(
     _check_strings(texts)
     _set_threads(num_threads)
     loaded, metrics = _get_model(spec, resources)
-    return _compute(spec, loaded, _tokenize(loaded, texts), _Budget(spec.batch_tokens), metrics)
+    stream = _Stream(spec.batch_tokens)
+    out, metrics = _compute(spec, loaded, _tokenize(loaded, texts, 0), stream, metrics)
+    stream.count(spec, metrics, last=True)
+    return out, metrics
 
 
 def run_stream(
@@ -96,7 +101,8 @@ def run_stream(
         One output array per input batch.
     """
     _set_threads(num_threads)
-    budget = _Budget(spec.batch_tokens)  # shrinks after an out-of-memory, for the rest of the stream
+    budget = _Stream(spec.batch_tokens)  # shrinks after an out-of-memory, for the rest of the stream
+    offset = 0  # the stream position of the next chunk's first row
     loaded: LoadedModel | None = None
     first: Metrics | None = None
     ahead: deque[tuple[list[pa.Array] | None, Future[_Tokenized]]] = deque()
@@ -109,7 +115,8 @@ def run_stream(
             _check_strings(chunk)
             if loaded is None:
                 loaded, first = _get_model(spec, resources)
-            ahead.append((group, submit(partial(_tokenize, loaded, chunk))))
+            ahead.append((group, submit(partial(_tokenize, loaded, chunk, offset))))
+            offset += len(chunk)
             # Keep one chunk tokenizing in the background while the one before it computes.
             while len(ahead) > (1 if spec.overlap else 0):
                 yield from _step(spec, loaded, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
@@ -117,6 +124,7 @@ def run_stream(
         while ahead and loaded is not None:
             yield from _step(spec, loaded, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
             first = None
+    budget.check(spec, last=True)
 
 
 # ----------------------------------------------------------------------------------------------- stream
@@ -153,7 +161,7 @@ def _step(
     spec: ModelSpec,
     loaded: LoadedModel,
     item: tuple[list[pa.Array] | None, Future[_Tokenized]],
-    budget: _Budget,
+    budget: _Stream,
     metrics: Metrics,
     pieces: list[pa.Array],
     on_metrics: Callable[[Metrics], None] | None,
@@ -163,6 +171,7 @@ def _step(
     out, metrics = _compute(spec, loaded, tokenized.result(), budget, metrics)
     if on_metrics is not None:
         on_metrics(metrics)
+    budget.count(spec, metrics, last=False)
     pieces.append(out)
     if group is not None:
         result = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
@@ -184,10 +193,36 @@ def _done(fn: Callable[[], T]) -> Future[T]:
 
 
 @dataclass
-class _Budget:
-    """The micro-batch token budget of one stream: ``spec.batch_tokens``, lowered by out-of-memory splits."""
+class _Stream:
+    """What one stream (one Spark task) carries from chunk to chunk.
+
+    Attributes:
+        tokens: The micro-batch token budget: ``spec.batch_tokens``, lowered by out-of-memory splits.
+        rows: Non-null rows computed so far, for ``max_error_rate``.
+        errors: Those of them that failed.
+    """
 
     tokens: int
+    rows: int = 0
+    errors: int = 0
+
+    def count(self, spec: ModelSpec, metrics: Metrics, *, last: bool) -> None:
+        """Add a chunk's rows and errors, then `check`."""
+        self.rows += metrics.rows - metrics.null_rows
+        self.errors += metrics.error_rows
+        self.check(spec, last=last)
+
+    def check(self, spec: ModelSpec, *, last: bool) -> None:
+        """Fail once the error rate is over ``spec.max_error_rate`` (`last`: the stream has ended)."""
+        rate = spec.max_error_rate
+        if rate is None or not self.errors or (self.rows < _MIN_ROWS_FOR_RATE and not last):
+            return
+        if self.errors > rate * self.rows:
+            raise InferenceError(
+                f"{self.errors} of {self.rows} rows failed in this task, more than max_error_rate={rate} "
+                "allows; the input is probably not what the model expects (see the errors with "
+                "on_error='column'), or raise max_error_rate"
+            )
 
 
 @dataclass(frozen=True)
@@ -201,6 +236,18 @@ class _Tokenized:
     truncated_rows: int
     seconds: float
     inputs: Inputs
+    offset: int  # the stream position of the chunk's first row, for error messages
+
+
+def _strings(texts: pa.Array) -> list[str]:
+    """The Python strings of a string array; invalid UTF-8 (which Arrow does not check when it reads Parquet,
+    e.g. lone surrogates written by another engine) is decoded with U+FFFD replacement characters."""
+    try:
+        strings: list[str] = texts.to_pylist()
+    except UnicodeDecodeError:
+        binary = pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()
+        strings = [raw.decode("utf-8", errors="replace") for raw in texts.cast(binary).to_pylist()]
+    return strings
 
 
 def _check_strings(texts: pa.Array) -> None:
@@ -229,20 +276,20 @@ def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[Loaded
     return loaded, Metrics(model_loads=int(fresh), model_load_seconds=loaded.load_seconds if fresh else 0.0)
 
 
-def _tokenize(loaded: LoadedModel, texts: pa.Array) -> _Tokenized:
+def _tokenize(loaded: LoadedModel, texts: pa.Array, offset: int) -> _Tokenized:
     started = time.perf_counter()
     valid: npt.NDArray[np.bool_] = np.asarray(texts.is_valid(), dtype=bool)
-    strings = texts.filter(pa.array(valid)).to_pylist()
+    strings = _strings(texts.filter(pa.array(valid)))
     encodings = loaded.head.prepare(strings)
     ids = [e.ids for e in encodings]
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     truncated = sum(1 for e in encodings if e.overflowing)
     inputs = Inputs(strings, encodings)
-    return _Tokenized(len(texts), valid, ids, lengths, truncated, time.perf_counter() - started, inputs)
+    return _Tokenized(len(texts), valid, ids, lengths, truncated, time.perf_counter() - started, inputs, offset)
 
 
 def _compute(
-    spec: ModelSpec, loaded: LoadedModel, tokenized: _Tokenized, budget: _Budget, metrics: Metrics
+    spec: ModelSpec, loaded: LoadedModel, tokenized: _Tokenized, budget: _Stream, metrics: Metrics
 ) -> tuple[pa.Array, Metrics]:
     """Forward every micro-batch of a tokenized chunk; `metrics` arrives holding the load counters."""
     import torch
@@ -258,6 +305,7 @@ def _compute(
     costs = lengths + loaded.head.new_tokens
     pending = deque(plan_batches(costs, batch_tokens=budget.tokens, max_batch_size=spec.max_batch_size))
     outputs: npt.NDArray[Any] | None = None
+    failed: dict[int, str] = {}  # valid-row index → why its prediction failed
     with ThreadPoolExecutor(1, thread_name_prefix="sparkinfer-batch") as pool:
         ahead: tuple[IntArray, Future[tuple[Any, Any]]] | None = None
         with torch.inference_mode():
@@ -275,7 +323,16 @@ def _compute(
                 if spec.overlap and pending:  # pad and copy the next micro-batch while this one runs
                     following = pending[0]
                     ahead = (following, pool.submit(_tensors, ids, following, loaded))
-                out = _forward(loaded, tensors, rows, width, cost, budget, metrics, pending)
+                try:
+                    out = _forward(loaded, tensors, rows, width, cost, budget, metrics, pending)
+                except SpecError:  # a setting, not a row, is wrong
+                    raise
+                except Exception as exc:  # a failing micro-batch: bisect it down to the guilty rows
+                    if len(rows) > 1:
+                        pending.extendleft([rows[len(rows) // 2 :], rows[: len(rows) // 2]])
+                        continue
+                    failed[int(rows[0])] = _row_error(spec, tokenized, int(rows[0]), exc)
+                    continue
                 if out is None:
                     continue
                 if outputs is None:
@@ -283,11 +340,62 @@ def _compute(
                 outputs[rows] = out
                 metrics.padded_tokens += len(rows) * max(width, 1)  # `pad` gives all-empty rows width 1
                 metrics.micro_batches += 1
-    if outputs is None:  # no valid row: the head still decides the (all-null) column's shape
-        outputs = np.empty((0, 0), dtype=np.float32)
-    result = loaded.head.to_arrow(outputs, tokenized.valid, tokenized.inputs)
+    if outputs is None:  # no row computed: the head still decides the (all-null) column's shape
+        outputs = np.empty((len(ids), 0), dtype=np.float32)
+    metrics.error_rows = len(failed)
+    result = _to_arrow(spec, loaded, tokenized, outputs, failed)
     metrics.forward_seconds = time.perf_counter() - started
     return result, metrics
+
+
+def output_type(spec: ModelSpec) -> pa.DataType:
+    """The Arrow type of the column the engine returns for `spec`: the task's type, or with
+    ``on_error="column"`` struct<result: the task's type, error: string>."""
+    from sparkinfer.engine.tasks import get_task
+
+    result = get_task(spec.task).arrow_type(spec)
+    if spec.on_error != "column":
+        return result
+    return pa.struct([pa.field("result", result), pa.field("error", pa.string())])
+
+
+def _row_error(spec: ModelSpec, tokenized: _Tokenized, row: int, exc: Exception) -> str:
+    """The error of one failed row (valid-row index `row`), or InferenceError with on_error="raise"."""
+    position = tokenized.offset + int(np.flatnonzero(tokenized.valid)[row])
+    message = f"{type(exc).__name__}: {exc}"
+    if spec.on_error == "raise":
+        raise InferenceError(
+            f"the prediction of row {position} of this task's input ({len(tokenized.ids[row])} tokens) failed: "
+            f"{message}; set on_error='null' or 'column' to answer failing rows instead of failing the task"
+        ) from exc
+    log.warning("sparkinfer: row %d of this task's input failed: %s", position, message)
+    return message
+
+
+def _to_arrow(
+    spec: ModelSpec, loaded: LoadedModel, tokenized: _Tokenized, outputs: npt.NDArray[Any], failed: dict[int, str]
+) -> pa.Array:
+    """The head's column for a chunk, failed rows null; with on_error="column", wrapped with the errors."""
+    valid, inputs = tokenized.valid, tokenized.inputs
+    if failed:  # the head sees the rows that worked only, failed ones as if they were null
+        ok = np.ones(len(tokenized.ids), dtype=bool)
+        ok[list(failed)] = False
+        positions = np.flatnonzero(valid)
+        valid = valid.copy()
+        valid[positions[~ok]] = False
+        keep = np.flatnonzero(ok)
+        inputs = Inputs([inputs.texts[i] for i in keep], [inputs.encodings[i] for i in keep])
+        outputs = outputs[ok]
+    result = loaded.head.to_arrow(outputs, valid, inputs)
+    if spec.on_error != "column":
+        return result
+    errors: list[str | None] = [None] * tokenized.rows
+    positions = np.flatnonzero(tokenized.valid)
+    for row, message in failed.items():
+        errors[int(positions[row])] = message
+    return pa.StructArray.from_arrays(
+        [result, pa.array(errors, pa.string())], fields=list(output_type(spec)), mask=pa.array(~tokenized.valid)
+    )
 
 
 def _tensors(ids: list[list[int]], rows: IntArray, loaded: LoadedModel) -> tuple[Any, Any]:
@@ -310,7 +418,7 @@ def _forward(
     rows: IntArray,
     width: int,
     cost: int,
-    budget: _Budget,
+    budget: _Stream,
     metrics: Metrics,
     pending: deque[IntArray],
 ) -> npt.NDArray[Any] | None:
@@ -322,8 +430,9 @@ def _forward(
     import torch
 
     try:
-        faults.before_forward(len(rows))
-        return loaded.head.forward(*tensors())
+        input_ids, attention_mask = tensors()
+        faults.before_forward(input_ids)
+        return loaded.head.forward(input_ids, attention_mask)
     except torch.cuda.OutOfMemoryError as exc:
         if len(rows) == 1:
             raise InferenceError(

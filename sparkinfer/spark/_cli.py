@@ -33,6 +33,9 @@ _JOB_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                         "_delta_log as Delta, anything else as Parquet (default: auto)"}),
     ("--input-col", {"nargs": "+", "metavar": "COL", "help": "text column(s) to predict; each gets its own "
                      "output column (default: text)"}),
+    ("--prompt-template", {"metavar": "TEMPLATE", "help": "build the one input from several "
+                           "columns, e.g. 'Summarize {title}: {body}' ({{ and }} for literal braces; a null column "
+                           "gives a null output); replaces --input-col"}),
     ("--output-col", {"nargs": "+", "metavar": "COL", "help": "output column(s), one per input column "
                       "(default: embedding or prediction; INPUT_embedding ... with several inputs)"}),
     ("--mode", {"help": "what to do when the output exists: error, append or overwrite (default: error; "
@@ -54,6 +57,8 @@ _JOB_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--master", {"metavar": "URL", "help": "Spark master when not started by spark-submit (default: local[*])"}),
 ]
 _SPEC_SKIPPED = {"model", "task"}
+# Tuple fields taken one value per flag (``--stop '###' --stop $'\n\n'``): a stop string may hold a comma.
+_REPEATED = {"stop"}
 _EPILOG = """\
 examples:
   spark-submit scripts/predict_table.py --input /data/docs --output /data/docs_emb \\
@@ -94,6 +99,8 @@ def build_parser(prog: str, choices: dict[str, tuple[str, ...]], description: st
         text = (docs.get(field.name, "") + default).replace("%", "%%")
         if _members(hint) == [bool]:
             model.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif field.name in _REPEATED:
+            model.add_argument(flag, action="append", metavar="TEXT", help=text + " (repeat the flag for several)")
         else:
             model.add_argument(flag, type=_cli_type(hint), metavar=_metavar(hint), help=text)
     return parser

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from sparkinfer.engine.metrics import Metrics
-from sparkinfer.engine.tasks import get_task
+from sparkinfer.engine.runner import output_type
 from sparkinfer.errors import SpecError
 from sparkinfer.spark.udf import _check_dependencies, _run_task, _task_gpu_amount
 from sparkinfer.spec import ModelSpec
@@ -66,7 +66,7 @@ def predict_columns(df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str,
                 f"input column {source!r} must be a string column (got {kind}); cast it first, "
                 f"e.g. df.withColumn({source!r}, F.col({source!r}).cast('string'))"
             )
-    prediction = from_arrow_type(get_task(spec.task).arrow_type(spec))
+    prediction = from_arrow_type(output_type(spec))
     targets = [target for _, target in outputs]
     fields = [StructField(f.name, prediction) if f.name in targets else f for f in df.schema.fields]
     fields += [StructField(t, prediction) for t in targets if t not in df.columns]

@@ -38,6 +38,7 @@ from sparkinfer.errors import SparkInferError, SpecError, TableError
 from sparkinfer.spark import _cli, tables
 from sparkinfer.spark._frame import METRICS_COLUMN, metric_columns, observed_metrics, predict_columns
 from sparkinfer.spark.tables import DeltaEngine, ReadFormat, WriteFormat, WriteMode
+from sparkinfer.spark.udf import prompt, template_columns
 from sparkinfer.spec import ModelSpec, Task
 
 log = logging.getLogger("sparkinfer")
@@ -45,6 +46,7 @@ log = logging.getLogger("sparkinfer")
 OnModelChange = Literal["refuse", "repredict"]
 
 FINGERPRINT_COLUMN = "sparkinfer_fingerprint"
+_PROMPT_COLUMN = "_sparkinfer_prompt"  # the rendered --prompt-template, dropped before writing
 # Fields that change how fast a model runs, not what it predicts.
 _NOT_FINGERPRINTED = frozenset(
     {"batch_tokens", "max_batch_size", "buffer_rows", "device", "trust_remote_code", "overlap"}
@@ -60,6 +62,8 @@ class Job:
         output: Output table directory or URI.
         spec: The model and its options.
         input_cols: Text column(s) to predict; each gets its own output column.
+        prompt_template: Predict one input built from several columns with `sparkinfer.prompt` (e.g. for
+            generation, ``"Summarize {title}: {body}"``) instead of `input_cols`, which then stays at its default.
         output_cols: Output column per input column; empty takes ``embedding``/``prediction`` (prefixed by the
             input's name when there are several).
         format: Output format, ``"delta"`` or ``"parquet"``.
@@ -83,6 +87,7 @@ class Job:
     output: str
     spec: ModelSpec
     input_cols: tuple[str, ...] = ("text",)
+    prompt_template: str | None = None
     output_cols: tuple[str, ...] = ()
     format: WriteFormat = "delta"
     input_format: ReadFormat = "auto"
@@ -109,6 +114,13 @@ class Job:
                 raise SpecError(f"Job.{name} must not repeat a column (got {value!r})")
         if not self.input_cols:
             raise SpecError("Job.input_cols must name at least one text column (got ())")
+        if self.prompt_template is not None:
+            template_columns(self.prompt_template)  # a malformed template is a SpecError now, not in a task
+            if self.input_cols != ("text",):
+                raise SpecError(
+                    f"Job.prompt_template replaces input_cols (got both: input_cols={self.input_cols!r}, "
+                    f"prompt_template={self.prompt_template!r}); name the columns in the template"
+                )
         if self.output_cols and len(self.output_cols) != len(self.input_cols):
             raise SpecError(
                 f"Job.output_cols must name one column per input column (got {len(self.output_cols)} for "
@@ -145,6 +157,13 @@ class Job:
             return self.output_cols
         name = "embedding" if self.spec.task == "embedding" else "prediction"
         return (name,) if len(self.input_cols) == 1 else tuple(f"{c}_{name}" for c in self.input_cols)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The input columns the job reads: `input_cols`, or the columns `prompt_template` names."""
+        if self.prompt_template is None:
+            return self.input_cols
+        return tuple(dict.fromkeys(template_columns(self.prompt_template)))
 
     @property
     def write_mode(self) -> WriteMode:
@@ -188,7 +207,9 @@ def fingerprint(job: Job) -> Fingerprint:
         fields[f.name] = _jsonable(value)
     if os.path.isdir(spec.model):
         fields["model"] = os.path.abspath(spec.model)
-    fields["input_cols"] = list(job.input_cols)
+    fields["input_cols"] = list(job.sources)
+    if job.prompt_template is not None:
+        fields["prompt_template"] = job.prompt_template
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     return Fingerprint(digest, fields)
 
@@ -360,7 +381,7 @@ def _resume(
 
 
 def _check_input(source: DataFrame, job: Job) -> None:
-    missing = [c for c in (*job.input_cols, *(c for c in (job.key,) if c)) if c not in source.columns]
+    missing = [c for c in (*job.sources, *(c for c in (job.key,) if c)) if c not in source.columns]
     if missing:
         raise SpecError(f"input {job.input!r} has no column(s) {missing} (got columns {source.columns})")
     out_columns = set(source.columns) | set(job.targets) | {FINGERPRINT_COLUMN}
@@ -409,7 +430,11 @@ def _run_chunk(
         rows = rows.join(skip, on=job.key, how="left_anti")
     if job.partitions is not None:
         rows = rows.repartition(job.partitions)
-    predicted = predict_columns(rows, job.spec, list(zip(job.input_cols, job.targets)))
+    if job.prompt_template is None:
+        predicted = predict_columns(rows, job.spec, list(zip(job.input_cols, job.targets)))
+    else:
+        prompted = rows.withColumn(_PROMPT_COLUMN, prompt(job.prompt_template))
+        predicted = predict_columns(prompted, job.spec, [(_PROMPT_COLUMN, job.targets[0])]).drop(_PROMPT_COLUMN)
     observation = Observation()
     observed = (
         predicted.withColumn(FINGERPRINT_COLUMN, F.lit(fp.id))

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import pandas as pd
 import pyarrow as pa
@@ -22,7 +22,7 @@ from pyspark.sql.udf import UserDefinedFunction
 from sparkinfer._optional import check_installed
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.engine.placement import TaskResources
-from sparkinfer.engine.tasks import get_task
+from sparkinfer.engine.runner import output_type
 from sparkinfer.errors import SpecError
 from sparkinfer.spark.types import spark_ddl
 from sparkinfer.spec import ModelSpec, Task
@@ -30,6 +30,7 @@ from sparkinfer.spec import ModelSpec, Task
 log = logging.getLogger("sparkinfer")
 
 ColumnOrName: TypeAlias = "Column | str"
+GenerationTask: TypeAlias = Literal["generation", "text2text"]
 
 # PySpark >= 4.1 hands Arrow arrays straight to the UDF; older releases go through pandas.
 _HAS_ARROW_UDF = hasattr(F, "arrow_udf")
@@ -65,6 +66,126 @@ def embed(col: ColumnOrName, model: str | ModelSpec, **options: Any) -> Column:
 def classify(col: ColumnOrName, model: str | ModelSpec, **options: Any) -> Column:
     """A Column of struct<label: string, score: double>; see `predict` for the arguments."""
     return predict(col, model, task="classification", **options)
+
+
+def classify_tokens(col: ColumnOrName, model: str | ModelSpec, **options: Any) -> Column:
+    """A Column of entities per row: transformers' "token-classification" (alias "ner") pipeline.
+
+    Each row gives ``array<struct<entity: string, word: string, score: double, start: int, end: int>>``,
+    equal to ``pipeline("token-classification", aggregation_strategy=...)`` on that row alone: ``start`` and
+    ``end`` are character offsets into the input text. Null input gives null; a text without entities gives
+    an empty array.
+
+    Args:
+        col: The input text column (name or Column).
+        model: A model directory or hub id of an ``AutoModelForTokenClassification``, or a ready ModelSpec.
+        **options: ModelSpec fields, e.g. ``aggregation_strategy="first"`` (``"none"``, ``"simple"`` (the
+            default), ``"first"``, ``"average"``, ``"max"``) or ``ignore_labels=("O",)``.
+
+    Example:
+        >>> df.withColumn("entities", classify_tokens("text", "/models/ner", aggregation_strategy="first"))
+    """
+    return predict(col, model, task="token-classification", **options)
+
+
+def generate(
+    col: ColumnOrName, model: str | ModelSpec, *, task: GenerationTask | None = None, **options: Any
+) -> Column:
+    """A Column of generated text: only the continuation of each prompt, special tokens stripped.
+
+    Rows are length-sorted and left-padded into micro-batches whose token budget counts the prompt plus
+    ``max_new_tokens``; greedy output equals ``model.generate`` on each row alone. With ``do_sample=True``
+    each row samples from its own generator, seeded from ``seed`` and its prompt, so a row's output does
+    not depend on its batch, the Arrow batch size or the row order.
+
+    Args:
+        col: The prompt column (name or Column); `prompt` builds one from a template over several columns.
+        model: A model directory or hub id, or a ready ModelSpec.
+        task: ``"generation"`` (decoder-only, ``AutoModelForCausalLM``; the default with a model path) or
+            ``"text2text"`` (encoder-decoder, ``AutoModelForSeq2SeqLM``); a ModelSpec brings its own.
+        **options: ModelSpec fields: ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``,
+            ``top_k``, ``seed``, ``stop=[...]``, ``return_details``, ``chat``, ``system_prompt``, and the
+            batching options.
+
+    Returns:
+        A string Column, or with ``return_details=True`` struct<text: string, prompt_tokens: int,
+        completion_tokens: int, finish_reason: string> (``"stop"`` for an end-of-sequence token or a stop
+        string, ``"length"`` when ``max_new_tokens`` was reached). Null prompts give null.
+
+    Raises:
+        SpecError: On the driver, for a task other than generation/text2text or an invalid option.
+
+    Example:
+        >>> df.withColumn("summary", generate(prompt("Summarize {title}: {body}"), "/models/llm", chat=True))
+    """
+    chosen = task if task is not None else (model.task if isinstance(model, ModelSpec) else "generation")
+    if chosen not in get_args(GenerationTask):
+        raise SpecError(
+            f"generate's task must be one of {get_args(GenerationTask)} (got {chosen!r}); use predict() for "
+            "other tasks"
+        )
+    return predict(col, model, task=chosen, **options)
+
+
+def prompt(template: str) -> Column:
+    """A string Column filling a template's ``{column}`` placeholders with those columns, cast to string.
+
+    ``prompt("Summarize {title}: {body}")`` is ``F.concat(F.lit("Summarize "), title, F.lit(": "), body)``;
+    write ``{{`` and ``}}`` for literal braces. A null in any named column makes the prompt null (so its
+    generation is null too). A column missing from the DataFrame fails when the Column is used, as
+    ``F.col`` does.
+
+    Args:
+        template: The text, with placeholders naming columns (``{title}``; backticks are not needed).
+
+    Raises:
+        SpecError: When the template is malformed (an unmatched brace), has an empty or positional
+            placeholder (``{}``, ``{0}``), a format spec or a conversion (``{x:>10}``, ``{x!r}``), or no
+            placeholder at all.
+    """
+    pieces = [
+        F.lit(text) if name is None else F.col(f"`{name.replace('`', '``')}`").cast("string")
+        for text, name in _template_parts(template)
+    ]
+    return F.concat(*pieces)
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a `prompt` template refers to, in order (validated as `prompt` does)."""
+    return [name for _, name in _template_parts(template) if name is not None]
+
+
+def _template_parts(template: str) -> list[tuple[str, str | None]]:
+    """``(literal text, None)`` and ``("", column name)`` pieces of a `prompt` template, validated."""
+    import string
+
+    if not isinstance(template, str):
+        raise SpecError(f"prompt's template must be a string (got {type(template).__name__}: {template!r})")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SpecError(
+            f"prompt's template is malformed: {exc} (got {template!r}); write {{{{ and }}}} for literal braces"
+        ) from exc
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if literal:
+            parts.append((literal, None))
+        if name is None:
+            continue
+        if not name or name.isdigit() or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise SpecError(
+                f"prompt's placeholders must name a column, like {{title}} (got {shown} in {template!r}); "
+                "write {{ and }} for literal braces"
+            )
+        parts.append(("", name))
+    if not any(name is not None for _, name in parts):
+        raise SpecError(
+            f"prompt's template must name at least one column, like 'Summarize {{body}}' (got {template!r}); "
+            "use F.lit for a constant"
+        )
+    return parts
 
 
 def register(spark: SparkSession, name: str, model: str | ModelSpec, **options: Any) -> UserDefinedFunction:
@@ -117,7 +238,7 @@ def _as_column(col: ColumnOrName) -> Column:
 
 def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
     _check_dependencies(spec)
-    return_type = spark_ddl(get_task(spec.task).arrow_type(spec))
+    return_type = spark_ddl(output_type(spec))
     gpu_amount = _task_gpu_amount()
 
     if _HAS_ARROW_UDF:

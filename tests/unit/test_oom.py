@@ -114,12 +114,18 @@ def test_a_single_row_that_does_not_fit_names_its_length(tiny_classifier: str, o
         run(spec, pa.array(["short", text], pa.string()))
 
 
-def test_other_errors_are_not_split(tiny_classifier: str, oom_above: Install, docs: list[str]) -> None:
+def test_other_errors_are_bisected_to_a_row_not_taken_for_an_oom(
+    tiny_classifier: str, oom_above: Install, docs: list[str]
+) -> None:
+    """Any other error is a row the model cannot handle: bisect (see test_on_error.py), no OOM split."""
     spec = ModelSpec(tiny_classifier, task="classification")
     seen = oom_above(spec, 0, error=lambda: RuntimeError("shape mismatch"))
-    with pytest.raises(RuntimeError, match="shape mismatch"):
+    with pytest.raises(InferenceError, match=r"row \d+ of this task's input .*RuntimeError: shape mismatch") as info:
         run(spec, pa.array(docs[:20], pa.string()))
-    assert len(seen) == 1
+    assert isinstance(info.value.__cause__, RuntimeError)
+    # Halved from the first planned batch down to one row: each failing first half is split again.
+    assert seen[0] > 1 and seen[-1] == 1
+    assert all(later == earlier // 2 for earlier, later in zip(seen, seen[1:]))
 
 
 @pytest.mark.gpu

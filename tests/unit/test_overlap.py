@@ -57,12 +57,12 @@ def test_the_next_chunk_is_tokenized_while_the_model_computes(
     tokenized_in: list[str] = []
     saw_tokenizing: list[bool] = []
 
-    def spy_tokenize(model: Any, texts: pa.Array) -> Any:
+    def spy_tokenize(model: Any, texts: pa.Array, offset: int) -> Any:
         tokenized_in.append(threading.current_thread().name)
         if len(tokenized_in) == 2:
             next_chunk_tokenizing.set()
             forward_running.wait(timeout=5 if overlap else 0.2)
-        return tokenize(model, texts)
+        return tokenize(model, texts, offset)
 
     def spy_forward(input_ids: Any, attention_mask: Any) -> Any:
         if not saw_tokenizing:  # the first micro-batch of chunk 0

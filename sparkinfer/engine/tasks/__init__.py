@@ -6,11 +6,16 @@ from types import ModuleType
 from typing import cast
 
 from sparkinfer.engine.tasks import classification, embedding
+from sparkinfer.engine.tasks import token_classification
+from sparkinfer.engine.tasks import generation, text2text
 from sparkinfer.engine.tasks.base import Head, Inputs, Task
 
 _TASKS: dict[str, ModuleType] = {
     "embedding": embedding,
     "classification": classification,
+    "token-classification": token_classification,
+    "generation": generation,
+    "text2text": text2text,
 }
 
 
