@@ -47,9 +47,10 @@ OnModelChange = Literal["refuse", "repredict"]
 
 FINGERPRINT_COLUMN = "sparkinfer_fingerprint"
 _PROMPT_COLUMN = "_sparkinfer_prompt"  # the rendered --prompt-template, dropped before writing
-# Fields that change how fast a model runs, not what it predicts.
+# Fields that change how fast or how safely a model runs, or when a task gives up, not what it predicts.
 _NOT_FINGERPRINTED = frozenset(
-    {"batch_tokens", "max_batch_size", "buffer_rows", "device", "trust_remote_code", "overlap"}
+    {"batch_tokens", "max_batch_size", "buffer_rows", "device", "trust_remote_code", "allow_pickle", "overlap",
+     "max_error_rate"}
 )
 
 
