@@ -1,6 +1,6 @@
 """The one loop every task goes through: tokenize, sort, micro-batch, forward, restore order.
 
-Two things keep the device busy and the task alive:
+Three things keep the device busy and the task alive:
 
 * Overlap (``ModelSpec.overlap``): in `run_stream`, a background thread tokenizes the next chunk of
   ``buffer_rows`` rows while the model computes the current one, and a second one pads and copies the next
@@ -9,6 +9,9 @@ Two things keep the device busy and the task alive:
 * Out-of-memory recovery: a micro-batch that runs out of device memory is split in half and retried, down
   to one row; the smaller token budget is kept for the rest of the stream (one Spark task), and the splits
   are counted in `Metrics.oom_splits`.
+* Per-row errors: any other failure of a micro-batch is bisected down to the rows that fail alone, which
+  ``ModelSpec.on_error`` then answers (raise naming the row, null, or an error column); they are counted
+  in `Metrics.error_rows`, and ``max_error_rate`` stops a stream that is mostly failing.
 """
 
 from __future__ import annotations

@@ -385,6 +385,14 @@ def _check_input(source: DataFrame, job: Job) -> None:
     missing = [c for c in (*job.sources, *(c for c in (job.key,) if c)) if c not in source.columns]
     if missing:
         raise SpecError(f"input {job.input!r} has no column(s) {missing} (got columns {source.columns})")
+    if job.prompt_template is None:  # a template casts its columns to string itself
+        types = dict(source.dtypes)
+        wrong = {c: types[c] for c in job.input_cols if types[c] != "string"}
+        if wrong:
+            raise SpecError(
+                f"--input-col must name string columns (got {wrong} in {job.input!r}); cast them when you write "
+                "the input, or name them in --prompt-template '{col}', which casts to string"
+            )
     out_columns = set(source.columns) | set(job.targets) | {FINGERPRINT_COLUMN}
     absent = [c for c in job.partition_by if c not in out_columns]
     if absent:

@@ -228,7 +228,9 @@ def test_spark_submit_job_killed_mid_run_resumes_every_key_once(
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize(("output_format", "fault"), [("parquet", "exit_at_batch"), ("delta", "kill_executor_at_batch")])
+@pytest.mark.parametrize(
+    ("output_format", "fault"), [("parquet", "exit_at_batch"), ("delta", "kill_executor_at_batch")]
+)
 def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_worker(
     spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
     output_format: str, fault: str,
@@ -328,6 +330,17 @@ def test_job_without_key_on_an_empty_input_writes_an_empty_table(spark: Any, tin
                                                                             FINGERPRINT_COLUMN]
     with pytest.raises(si.TableError, match="already exists"):
         run(spark, Job(input=str(empty), output=output, spec=_spec(tiny_classifier)))
+
+
+def test_a_non_string_input_column_fails_on_the_driver_before_any_task(
+    spark: Any, tiny_classifier: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": [3.5, 4.0]}), source)
+    output = tmp_path / "out"
+    with pytest.raises(si.SpecError, match=r"--input-col must name string columns \(got \{'text': 'double'\}"):
+        run(spark, Job(input=str(source), output=str(output), spec=_spec(tiny_classifier)))
+    assert not output.exists()
 
 
 @pytest.mark.parametrize(

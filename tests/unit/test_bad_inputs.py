@@ -79,7 +79,9 @@ Check = Callable[[str, Any], None]
 
 
 @pytest.fixture(scope="module")
-def tasks(minilm_path: str, tiny_classifier: str, tiny_ner: str, tiny_causal_lm: str) -> dict[str, tuple[ModelSpec, Check]]:
+def tasks(
+    minilm_path: str, tiny_classifier: str, tiny_ner: str, tiny_causal_lm: str
+) -> dict[str, tuple[ModelSpec, Check]]:
     """Per task: the spec, and a check of one row's output against the task's per-row oracle."""
     st = SentenceTransformerOracle(minilm_path)
     clf = ClassifierOracle(tiny_classifier)
