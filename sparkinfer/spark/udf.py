@@ -55,7 +55,14 @@ def predict(col: ColumnOrName, model: str | ModelSpec, *, task: Task | None = No
     Example:
         >>> df.withColumn("pred", predict("text", "/models/clf", task="classification"))
     """
-    return _make_udf(to_spec(model, task=task, **options))(_as_column(col))
+    spec = to_spec(model, task=task, **options)
+    column = _as_column(col)
+    predicted = _make_udf(spec)(column)
+    if not _HAS_ARROW_UDF and pa.types.is_struct(output_type(spec)):
+        # A pandas UDF cannot return a null struct (PySpark builds it without a validity mask); put back
+        # the null that a null input must give. SQL functions from `register` keep the struct of nulls.
+        return F.when(column.isNotNull(), predicted)
+    return predicted
 
 
 def embed(col: ColumnOrName, model: str | ModelSpec, **options: Any) -> Column:
