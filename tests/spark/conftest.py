@@ -15,20 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import build_tiny_model
-from tests.spark.helpers import DOCS_PARQUET, LABELS, NULL_IDS, Doc, Probs, Vector
-
-
-@contextmanager
-def _single_torch_thread() -> Iterator[None]:
-    """Run an oracle on one torch thread: on a busy 2-core machine two spinning threads are ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from tests.spark.helpers import DOCS_PARQUET, LABELS, NULL_IDS, Doc, Probs, Vector, single_torch_thread
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +60,7 @@ def st_vectors(minilm_path: str, doc_rows: dict[int, Doc]) -> dict[int, Vector]:
     from sentence_transformers import SentenceTransformer
 
     ids = sorted(i for i, doc in doc_rows.items() if doc.text is not None)
-    with _single_torch_thread():
+    with single_torch_thread():
         model = SentenceTransformer(minilm_path, device="cpu")
         # The Spark runs ask for max_length=256: the oracle must truncate at the same place.
         assert model.max_seq_length == 256
@@ -111,7 +98,7 @@ def classifier_probs(varied_classifier: str, doc_rows: dict[int, Doc]) -> dict[i
     model = transformers.AutoModelForSequenceClassification.from_pretrained(varied_classifier).eval()
     assert [model.config.id2label[i] for i in range(model.config.num_labels)] == LABELS
     probs = {}
-    with _single_torch_thread(), torch.inference_mode():
+    with single_torch_thread(), torch.inference_mode():
         for i, doc in doc_rows.items():
             if doc.text is not None:
                 encoded = tokenizer(doc.text, truncation=True, return_tensors="pt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,16 @@ def probe_workers(spark: Any, *, tasks: int, reset: bool = False) -> dict[int, W
     # if one did, the probe saw the whole pool. If none did, the pool may be larger than `tasks`.
     assert any(s.probe_tasks > 1 for s in states.values()), f"{tasks} tasks ran in {len(states)} workers"
     return states
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run an oracle on one torch thread: on a busy 2-core machine two spinning threads are ~10-20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

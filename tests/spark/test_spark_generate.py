@@ -8,8 +8,6 @@ A third, small job runs ``sparkinfer run``'s options (--prompt-template, --stop)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 
 import sparkinfer as si
 from sparkinfer.spark.job import parse_args, run
-from tests.spark.helpers import ON_CPU
+from tests.spark.helpers import ON_CPU, single_torch_thread
 from tests.unit.test_generation import GenerateOracle
 
 pytestmark = pytest.mark.spark
@@ -46,7 +44,7 @@ def oracles(tiny_causal_lm: str, tiny_seq2seq: str, table: list[dict[str, Any]])
     """Per-row oracles, computed before any Spark job (idle Python workers would time out meanwhile)."""
     causal = GenerateOracle(tiny_causal_lm, causal=True)
     seq2seq = GenerateOracle(tiny_seq2seq, causal=False)
-    with _one_torch_thread():
+    with single_torch_thread():
         prompted = {
             r["id"]: None if r["title"] is None else causal.text(f"Title: {r['title']} {{{r['n']}}}\n{r['body']}", NEW)
             for r in table
@@ -161,21 +159,8 @@ def test_job_with_prompt_template_and_stop_strings(
     out = {r["id"]: r for r in pq.read_table(tmp_path / "out").to_pylist()}
     assert "_sparkinfer_prompt" not in out[0]
     oracle = GenerateOracle(tiny_causal_lm, causal=True)
-    with _one_torch_thread():
+    with single_torch_thread():
         for row in rows:
             prompt = f"{row['title']}: {row['body']}"
             expected = None if row["title"] is None else oracle.details(prompt, 8, ("e", "a,b"))
             assert out[row["id"]]["prediction"] == expected
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """The oracles on one torch thread: on a busy 2-core machine two spinning threads are ~20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from sparkinfer.engine import cache
 from tests.conftest import build_tiny_model
 from tests.unit.helpers import ClassifierOracle, EncoderOracle, SentenceTransformerOracle
 
@@ -100,3 +101,11 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def empty_cache() -> Iterator[None]:
+    """An empty per-process model cache before and after the test (``pytest.mark.usefixtures``)."""
+    cache.clear()
+    yield
+    cache.clear()

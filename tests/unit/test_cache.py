@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
@@ -11,12 +10,7 @@ from sparkinfer import ModelSpec
 from sparkinfer.engine import cache, run
 from sparkinfer.engine.cache import CacheStats
 
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 TEXTS = pa.array(["a short row", None, "another row"], pa.string())

@@ -7,23 +7,17 @@ wherever batching put it. The other rows must equal a clean run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from sparkinfer import InferenceError, ModelSpec, SpecError
-from sparkinfer.engine import cache, faults, output_type, run, run_stream
+from sparkinfer.engine import faults, output_type, run, run_stream
+
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 POISON = "zebra"  # one WordPiece token in the MiniLM vocabulary, and in no docstring below
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ of more than N rows: no hook in sparkinfer itself. The GPU test runs into a real
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,14 +18,9 @@ from sparkinfer import InferenceError, ModelSpec, SpecError
 from sparkinfer.engine import Metrics, cache, run, run_stream
 from tests.unit.helpers import ClassifierOracle, assert_classification_matches
 
+pytestmark = pytest.mark.usefixtures("empty_cache")
+
 Install = Callable[..., list[int]]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

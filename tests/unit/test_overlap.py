@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -17,12 +16,7 @@ import pytest
 from sparkinfer import ModelSpec
 from sparkinfer.engine import Metrics, cache, run, run_stream, runner
 
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 def stream(spec: ModelSpec, docs: list[str]) -> tuple[list[Any], list[Metrics]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,15 +24,10 @@ from sparkinfer.engine import cache, run
 from sparkinfer.engine.loading import bitsandbytes_config, load_model
 from tests.quantized import EmbeddingOracle, build_encoder, cosines, linear_weight_bytes
 
+pytestmark = pytest.mark.usefixtures("empty_cache")
+
 MIN_COSINE = {4: 0.9999, 8: 0.99999}
 BNB_LINEAR = {4: "Linear4bit", 8: "Linear8bitLt"}
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture(scope="module")

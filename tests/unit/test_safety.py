@@ -16,14 +16,9 @@ import pyarrow as pa
 import pytest
 
 from sparkinfer import ModelLoadError, ModelSpec
-from sparkinfer.engine import cache, run
+from sparkinfer.engine import run
 
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Any:
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 def _pickle_only_copy(model_dir: str, target: Path) -> Path:
