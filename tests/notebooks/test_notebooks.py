@@ -1,0 +1,297 @@
+"""The notebooks in notebooks/, run end to end on CPU against Spark-free oracles, and read by jupytext.
+
+Each notebook is executed in this process with ``runpy`` on the suite's Spark session, as Databricks would run
+it: ``spark`` and a fake ``dbutils`` (widgets) as globals. One notebook (02) gets neither and takes the active
+session and its parameters from ``SPARKINFER_NB_*`` environment variables, the local fallback. The notebook's
+variables are then checked against oracles that share no code with sparkinfer: sentence-transformers'
+``encode`` for embeddings, transformers on each row alone for classification, ``model.generate`` of the
+bitsandbytes 4-bit model on each prompt alone for generation.
+
+The jupytext test reads every notebook as Jupyter (with jupytext) would open it and checks that it shows the
+Databricks cells: the same number, the same kinds (markdown for ``# MAGIC %md`` cells), the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sparkinfer import notebook
+from sparkinfer.engine import cache
+from sparkinfer.errors import SpecError
+from tests.spark.helpers import single_torch_thread
+from tests.unit.helpers import ClassifierOracle, SentenceTransformerOracle
+from tests.unit.test_generation import GenerateOracle
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+SAMPLE = ROOT / "sparkinfer" / "data" / "sample_docs.parquet"
+SEPARATOR = "# COMMAND ----------"
+HEADER = "# Databricks notebook source"
+
+
+class FakeWidgets:
+    """``dbutils.widgets``: `values` stand for what a user typed; an undeclared widget cannot be read."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.declared: dict[str, str] = {}
+
+    def text(self, name: str, defaultValue: str, label: str | None = None) -> None:  # noqa: N803 (dbutils' name)
+        self.declared[name] = defaultValue
+        self.values.setdefault(name, defaultValue)
+
+    def get(self, name: str) -> str:
+        assert name in self.declared, f"widget {name!r} read before it was declared"
+        return self.values[name]
+
+
+class FakeDbutils:
+    def __init__(self, **values: Any) -> None:
+        self.widgets = FakeWidgets({k: str(v) for k, v in values.items()})
+
+
+def run_notebook(name: str, **init_globals: Any) -> dict[str, Any]:
+    """Execute notebooks/<name> as a script with these globals; returns its variables."""
+    (path,) = [p for p in NOTEBOOKS if p.name == name]
+    return runpy.run_path(str(path), init_globals=init_globals, run_name="__main__")
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[dict[str, Any]]:
+    """The bundled sample docstrings, read with pyarrow (not through `notebook.sample_docs`)."""
+    return pq.read_table(SAMPLE).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def st_oracle(minilm_path: str) -> SentenceTransformerOracle:
+    return SentenceTransformerOracle(minilm_path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def empty_driver_cache() -> Any:
+    """Notebook 04 loads a model on the driver (this process): leave no model behind."""
+    yield
+    cache.clear()
+
+
+def assert_embeddings_match(got: dict[int, Any], texts: dict[int, str], oracle: SentenceTransformerOracle) -> None:
+    assert got.keys() == texts.keys()
+    with single_torch_thread():
+        for i, vector in got.items():
+            expected = oracle(texts[i])
+            vector = np.asarray(vector, dtype=np.float64)
+            assert vector.shape == (384,)
+            assert float(vector @ expected) / float(np.linalg.norm(vector)) > 0.99999, i
+
+
+# ------------------------------------------------------------------------------------------------ jupytext
+
+
+def databricks_cells(text: str) -> list[tuple[str, str]]:
+    """(kind, source) of each cell as Databricks reads the file: cells between separator lines."""
+    lines = text.splitlines()
+    assert lines[0] == HEADER
+    cells: list[list[str]] = [[]]
+    for line in lines[1:]:
+        if line == SEPARATOR:
+            cells.append([])
+        else:
+            cells[-1].append(line)
+    out = []
+    for cell in cells:
+        source = "\n".join(cell).strip("\n")
+        if source.startswith("# MAGIC %md"):
+            assert all(line.startswith("# MAGIC") for line in source.splitlines()), source  # a whole %md cell
+            out.append(("markdown", source))
+        else:
+            out.append(("code", source))
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_jupytext_shows_the_databricks_cells(path: Path) -> None:
+    import jupytext
+
+    expected = databricks_cells(path.read_text())
+    assert [kind for kind, _ in expected][:2] == ["markdown", "code"]  # a title, then the parameters
+    # What Jupyter shows: jupytext's reading of the file, in the format it detects (it has no Databricks
+    # reader; its "light" format splits cells at blank lines and reads comment-only paragraphs as markdown).
+    nb = jupytext.read(path)
+    assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "light"
+    assert [c.cell_type for c in nb.cells] == [kind for kind, _ in expected]
+    for cell, (kind, source) in zip(nb.cells, expected):
+        if kind == "code":
+            assert cell.source.removeprefix(SEPARATOR + "\n") == source
+        else:  # jupytext uncomments markdown: "# MAGIC x" → "MAGIC x"
+            assert cell.source.splitlines()[-1] == source.splitlines()[-1].removeprefix("# ")
+
+
+def test_notebooks_are_all_there() -> None:
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_quickstart.py", "02_delta_pipeline.py", "03_quantized_generation.py", "04_gpu_cluster.py"
+    ]
+
+
+# ------------------------------------------------------------------------------------------ local fallbacks
+
+
+def test_params_read_widgets_on_databricks_and_the_environment_locally() -> None:
+    dbutils = FakeDbutils(rows="5")
+    on_databricks = notebook.Params(dbutils)
+    assert on_databricks.integer("rows", 8) == 5 and on_databricks.text("model", "/Volumes/m") == "/Volumes/m"
+    assert dbutils.widgets.declared == {"rows": "8", "model": "/Volumes/m"}
+    local = notebook.Params(environ={"SPARKINFER_NB_ROWS": "3", "SPARKINFER_NB_MODEL_DIR": "x"})
+    assert (local.integer("rows", 8), local.text("model_dir", "d"), local.text("query", "q")) == (3, "x", "q")
+    with pytest.raises(SpecError, match=r"notebook parameter rows must be an integer \(got 'many' from SPARKINFER_NB_ROWS\)"):
+        notebook.Params(environ={"SPARKINFER_NB_ROWS": "many"}).integer("rows", 8)
+
+
+def test_gpu_cluster_confs_give_each_task_a_whole_gpu_and_its_share_of_cores() -> None:
+    confs = notebook.gpu_cluster_confs(16, gpus_per_executor=2, discovery_script="/opt/gpus.sh")
+    assert confs == {
+        "spark.executor.resource.gpu.amount": "2",
+        "spark.executor.resource.gpu.discoveryScript": "/opt/gpus.sh",
+        "spark.task.resource.gpu.amount": "1",
+        "spark.executor.cores": "16",
+        "spark.task.cpus": "8",
+    }
+    with pytest.raises(SpecError, match="at least one core per GPU"):
+        notebook.gpu_cluster_confs(1, gpus_per_executor=2)
+
+
+# ------------------------------------------------------------------------------------------------ notebooks
+
+
+@pytest.mark.spark
+def test_01_quickstart_embeds_classifies_and_searches_in_sql(
+    spark: Any, minilm_path: str, varied_classifier: str, sample: list[dict[str, Any]],
+    st_oracle: SentenceTransformerOracle,
+) -> None:
+    rows, query = 8, "read a file line by line"
+    texts = {r["id"]: r["text"] for r in sample[:rows]}
+    classifier = ClassifierOracle(varied_classifier)
+    with single_torch_thread():
+        probs = {i: classifier.scores(t) for i, t in texts.items()}
+        ranking = sorted(texts, key=lambda i: -float(st_oracle(texts[i]) @ st_oracle(query)))
+    dbutils = FakeDbutils(classifier=varied_classifier, rows=rows)
+
+    ns = run_notebook("01_quickstart.py", spark=spark, dbutils=dbutils)
+
+    assert dbutils.widgets.declared == {"model": minilm_path, "classifier": "", "rows": "8",
+                                        "query": "read a file line by line"}
+    embeddings = ns["embeddings"]
+    assert_embeddings_match(dict(zip(embeddings.id, embeddings.embedding)), texts, st_oracle)
+    predictions = ns["predictions"].set_index("id")
+    assert sorted(predictions.index) == sorted(texts)
+    for i, p in probs.items():
+        assert predictions.label[i] == classifier.labels[int(p.argmax())]
+        assert predictions.score[i] == pytest.approx(p.max(), abs=1e-5)
+        assert [s["label"] for s in predictions.scores[i]] == classifier.labels  # return_all_scores
+    assert len(set(predictions.label)) > 1  # the oracle tells rows apart
+    hits = ns["hits"]
+    assert list(hits.id) == ranking[:3]
+    with single_torch_thread():
+        expected = [float(st_oracle(texts[i]) @ st_oracle(query)) for i in hits.id]
+    assert list(hits.cosine) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.spark
+def test_02_delta_pipeline_without_databricks_globals_runs_incrementally(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: list[dict[str, Any]],
+    st_oracle: SentenceTransformerOracle,
+) -> None:
+    pytest.importorskip("deltalake")
+    rows = 12
+    for name, value in (("INPUT", tmp_path / "docs"), ("OUTPUT", tmp_path / "emb"), ("ROWS", rows)):
+        monkeypatch.setenv(f"SPARKINFER_NB_{name}", str(value))
+
+    ns = run_notebook("02_delta_pipeline.py")  # no spark, no dbutils: the active session, the environment
+
+    assert ns["spark"] is spark and not ns["params"].on_databricks
+    first, second, third = ns["first"], ns["second"], ns["third"]
+    assert (first.rows_in, first.rows_skipped, first.rows_out) == (6, 0, 6)
+    assert (second.rows_in, second.rows_skipped, second.rows_out) == (12, 6, 6)
+    assert (third.rows_in, third.rows_skipped, third.rows_out, third.chunks) == (12, 12, 0, 0)
+    assert first.delta_versions and second.delta_versions and not third.delta_versions
+    assert first.fingerprint == second.fingerprint == third.fingerprint
+    output = ns["output"]
+    texts = {r["id"]: r["text"] for r in sample[:rows]}
+    assert sorted(output.id) == sorted(texts)  # every key exactly once
+    assert set(output.sparkinfer_fingerprint) == {first.fingerprint.id}
+    assert_embeddings_match(dict(zip(output.id, output.embedding)), texts, st_oracle)
+    on_disk = json.loads(Path(f"{tmp_path / 'emb'}.report.json").read_text())
+    assert on_disk == ns["last_report"]
+    assert (on_disk["rows_out"], on_disk["rows_skipped"], on_disk["errors"]) == (6, 6, 0)
+
+
+@pytest.mark.spark
+def test_03_quantized_generation_equals_the_4bit_models_own_generate(
+    spark: Any, tiny_causal_lm: str, sample: list[dict[str, Any]]
+) -> None:
+    pytest.importorskip("bitsandbytes")
+    rows, new = 6, 12
+    template = "Module {module}. Docstring: {text}\nOne-line summary:"
+    oracle = GenerateOracle(tiny_causal_lm, causal=True, quantized=True)
+    with single_torch_thread():
+        expected = {r["id"]: oracle.details(template.format(**r), new) for r in sample[:rows]}
+    dbutils = FakeDbutils(model=tiny_causal_lm, rows=rows, max_new_tokens=new)
+
+    ns = run_notebook("03_quantized_generation.py", spark=spark, dbutils=dbutils)
+
+    assert dbutils.widgets.declared["quantization"] == "4bit" and dbutils.widgets.declared["template"] == template
+    details = ns["details"]
+    got = {
+        row.id: {"text": row.text, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+                 "finish_reason": row.finish_reason}
+        for row in details.itertuples()
+    }
+    assert got == expected
+    finished = ns["finished"]
+    assert finished.rows.sum() == rows
+    assert finished.completion_tokens.sum() == sum(d["completion_tokens"] for d in expected.values())
+
+
+@pytest.mark.spark
+def test_04_gpu_cluster_prints_confs_measures_budgets_and_runs_the_job(
+    spark: Any, tmp_path: Path, sample: list[dict[str, Any]], st_oracle: SentenceTransformerOracle,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows, budgets, chosen = 12, [256, 1024, 4096], 512
+    dbutils = FakeDbutils(rows=rows, budgets=",".join(map(str, budgets)), batch_tokens=chosen, work_dir=tmp_path)
+
+    with single_torch_thread():  # the budget probe runs the engine in this process
+        ns = run_notebook("04_gpu_cluster.py", spark=spark, dbutils=dbutils)
+
+    printed = capsys.readouterr().out
+    assert ns["confs"]["spark.task.resource.gpu.amount"] == "1" and ns["confs"]["spark.task.cpus"] == "8"
+    assert "  --conf spark.task.resource.gpu.amount=1 \\\n" in printed
+    assert "spark.task.resource.gpu.amount=0.25 lets 4 tasks share cuda:0" in printed  # the real model's size
+    probes = ns["probes"]
+    assert [p.batch_tokens for p in probes] == budgets
+    assert {(p.rows, p.real_tokens, p.device, p.peak_memory_bytes) for p in probes} == {
+        (rows, probes[0].real_tokens, "cpu", None)
+    }
+    micro_batches = [p.micro_batches for p in probes]
+    assert micro_batches == sorted(micro_batches, reverse=True) and micro_batches[0] > micro_batches[-1] == 1
+    for p in probes:
+        assert p.real_tokens <= p.padded_tokens <= p.micro_batches * p.batch_tokens
+    minilm_params = sum(t.numel() for t in st_oracle.model.parameters())
+    assert minilm_params * 4 <= probes[0].model_bytes < minilm_params * 4 * 1.01  # float32 on CPU
+    report = ns["report"]
+    engine = report.metrics
+    assert (report.rows_out, engine.rows, engine.oom_splits, report.errors) == (rows, rows, 0, 0)
+    assert engine.real_tokens == probes[0].real_tokens
+    assert math.ceil(engine.padded_tokens / chosen) <= engine.micro_batches
+    assert engine.padded_tokens <= engine.micro_batches * chosen
+    assert "batch_tokens" not in report.fingerprint.fields
+    table = pq.read_table(tmp_path / "docs_embeddings").to_pydict()
+    texts = {r["id"]: r["text"] for r in sample[:rows]}
+    assert_embeddings_match(dict(zip(table["id"], table["embedding"])), texts, st_oracle)
