@@ -23,7 +23,8 @@ import sparkinfer as si
 from sparkinfer import notebook
 spark = notebook.get_spark(globals().get("spark"))  # Databricks' session, else the active or a local one
 params = notebook.Params(globals().get("dbutils"))  # widgets on Databricks, SPARKINFER_NB_* variables locally
-model = params.text("model", notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2"), "Embedding model")
+minilm = notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2")  # bundled locally
+model = params.text("model", minilm, "Embedding model")
 classifier = params.text("classifier", "", "Classification model (empty: skip)")
 rows = params.integer("rows", 8, "Rows")
 query = params.text("query", "read a file line by line", "Search query")

@@ -26,7 +26,8 @@ spark = notebook.get_spark(globals().get("spark"))
 params = notebook.Params(globals().get("dbutils"))
 input_path = params.text("input", "/tmp/sparkinfer_notebooks/docs", "Input Delta table")
 output_path = params.text("output", "/tmp/sparkinfer_notebooks/docs_embeddings", "Output Delta table")
-model = params.text("model", notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2"), "Embedding model")
+minilm = notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2")  # bundled locally
+model = params.text("model", minilm, "Embedding model")
 rows = params.integer("rows", 12, "Rows")
 
 # COMMAND ----------

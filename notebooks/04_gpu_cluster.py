@@ -24,7 +24,8 @@ from sparkinfer.engine.placement import TaskResources, shared_gpu_warning
 from sparkinfer.spark.job import Job, run
 spark = notebook.get_spark(globals().get("spark"))
 params = notebook.Params(globals().get("dbutils"))
-model = params.text("model", notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2"), "Model")
+minilm = notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2")  # bundled locally
+model = params.text("model", minilm, "Embedding model")
 cores_per_executor = params.integer("cores_per_executor", 8, "Cores per executor")
 budgets = [int(b) for b in params.text("budgets", "1024,4096,16384", "Budgets to measure").split(",")]
 batch_tokens = params.integer("batch_tokens", 4096, "batch_tokens for the job")
@@ -72,7 +73,9 @@ print("this session: spark.task.resource.gpu.amount =", spark.conf.get("spark.ta
 docs = notebook.sample_docs(spark, rows)
 texts = [row.text for row in docs.select("text").collect()]
 probes = notebook.probe_token_budgets(si.ModelSpec(model, task="embedding"), texts, budgets)
-print(pd.DataFrame([{**vars(p), "rows_per_second": p.rows_per_second} for p in probes]))
+measured = pd.DataFrame([{**vars(p), "rows_per_second": p.rows_per_second} for p in probes])
+columns = ["batch_tokens", "micro_batches", "padded_tokens", "rows_per_second", "peak_memory_bytes"]
+print(measured[columns].to_string(index=False))
 print(shared_gpu_warning(TaskResources(("0",), 0.25), device="cuda:0", model=model,
                          model_bytes=probes[0].model_bytes))
 

@@ -150,7 +150,7 @@ def test_params_read_widgets_on_databricks_and_the_environment_locally() -> None
     assert dbutils.widgets.declared == {"rows": "8", "model": "/Volumes/m"}
     local = notebook.Params(environ={"SPARKINFER_NB_ROWS": "3", "SPARKINFER_NB_MODEL_DIR": "x"})
     assert (local.integer("rows", 8), local.text("model_dir", "d"), local.text("query", "q")) == (3, "x", "q")
-    with pytest.raises(SpecError, match=r"notebook parameter rows must be an integer \(got 'many' from SPARKINFER_NB_ROWS\)"):
+    with pytest.raises(SpecError, match=r"rows must be an integer \(got 'many' from SPARKINFER_NB_ROWS\)"):
         notebook.Params(environ={"SPARKINFER_NB_ROWS": "many"}).integer("rows", 8)
 
 
@@ -233,33 +233,6 @@ def test_02_delta_pipeline_without_databricks_globals_runs_incrementally(
 
 
 @pytest.mark.spark
-def test_03_quantized_generation_equals_the_4bit_models_own_generate(
-    spark: Any, tiny_causal_lm: str, sample: list[dict[str, Any]]
-) -> None:
-    pytest.importorskip("bitsandbytes")
-    rows, new = 6, 12
-    template = "Module {module}. Docstring: {text}\nOne-line summary:"
-    oracle = GenerateOracle(tiny_causal_lm, causal=True, quantized=True)
-    with single_torch_thread():
-        expected = {r["id"]: oracle.details(template.format(**r), new) for r in sample[:rows]}
-    dbutils = FakeDbutils(model=tiny_causal_lm, rows=rows, max_new_tokens=new)
-
-    ns = run_notebook("03_quantized_generation.py", spark=spark, dbutils=dbutils)
-
-    assert dbutils.widgets.declared["quantization"] == "4bit" and dbutils.widgets.declared["template"] == template
-    details = ns["details"]
-    got = {
-        row.id: {"text": row.text, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
-                 "finish_reason": row.finish_reason}
-        for row in details.itertuples()
-    }
-    assert got == expected
-    finished = ns["finished"]
-    assert finished.rows.sum() == rows
-    assert finished.completion_tokens.sum() == sum(d["completion_tokens"] for d in expected.values())
-
-
-@pytest.mark.spark
 def test_04_gpu_cluster_prints_confs_measures_budgets_and_runs_the_job(
     spark: Any, tmp_path: Path, sample: list[dict[str, Any]], st_oracle: SentenceTransformerOracle,
     capsys: pytest.CaptureFixture[str],
@@ -295,3 +268,35 @@ def test_04_gpu_cluster_prints_confs_measures_budgets_and_runs_the_job(
     table = pq.read_table(tmp_path / "docs_embeddings").to_pydict()
     texts = {r["id"]: r["text"] for r in sample[:rows]}
     assert_embeddings_match(dict(zip(table["id"], table["embedding"])), texts, st_oracle)
+
+
+# Last: the other notebooks use MiniLM, which the Python workers keep cached from one notebook to the next.
+@pytest.mark.spark
+def test_03_quantized_generation_equals_the_4bit_models_own_generate(
+    spark: Any, tiny_causal_lm: str, sample: list[dict[str, Any]]
+) -> None:
+    pytest.importorskip("bitsandbytes")
+    rows, new = 6, 12
+    template = "Module {module}. Docstring: {text}\nOne-line summary:"
+    oracle = GenerateOracle(tiny_causal_lm, causal=True, quantized=True)
+    plain = GenerateOracle(tiny_causal_lm, causal=True)
+    with single_torch_thread():
+        expected = {r["id"]: oracle.details(template.format(**r), new) for r in sample[:rows]}
+        float32 = {r["id"]: plain.details(template.format(**r), new) for r in sample[:rows]}
+    assert float32 != expected  # so equality below shows that the 4-bit model ran
+    assert {d["finish_reason"] for d in expected.values()} == {"stop", "length"}
+    dbutils = FakeDbutils(model=tiny_causal_lm, rows=rows, max_new_tokens=new)
+
+    ns = run_notebook("03_quantized_generation.py", spark=spark, dbutils=dbutils)
+
+    assert dbutils.widgets.declared["quantization"] == "4bit" and dbutils.widgets.declared["template"] == template
+    details = ns["details"]
+    got = {
+        row.id: {"text": row.text, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+                 "finish_reason": row.finish_reason}
+        for row in details.itertuples()
+    }
+    assert got == expected
+    finished = ns["finished"]
+    assert finished.rows.sum() == rows
+    assert finished.completion_tokens.sum() == sum(d["completion_tokens"] for d in expected.values())
