@@ -95,25 +95,36 @@ def assert_embeddings_match(got: dict[int, Any], texts: dict[int, str], oracle: 
 # ------------------------------------------------------------------------------------------------ jupytext
 
 
-def databricks_cells(text: str) -> list[tuple[str, str]]:
-    """(kind, source) of each cell as Databricks reads the file: cells between separator lines."""
+def databricks_cells(text: str) -> list[tuple[str, list[str]]]:
+    """(kind, lines) of each cell as Databricks reads the file: the cells between separator lines.
+
+    Each cell's lines start with the line before it (the header, or the separator), which jupytext keeps.
+    """
     lines = text.splitlines()
     assert lines[0] == HEADER
-    cells: list[list[str]] = [[]]
+    cells = [[HEADER]]
     for line in lines[1:]:
         if line == SEPARATOR:
-            cells.append([])
+            while cells[-1][-1] == "":
+                cells[-1].pop()  # the blank line before a separator closes the cell
+            cells.append([line])
         else:
             cells[-1].append(line)
     out = []
     for cell in cells:
-        source = "\n".join(cell).strip("\n")
-        if source.startswith("# MAGIC %md"):
-            assert all(line.startswith("# MAGIC") for line in source.splitlines()), source  # a whole %md cell
-            out.append(("markdown", source))
+        assert "" not in cell, cell  # a blank line inside a cell would split it in jupytext's light format
+        if cell[1].startswith("# MAGIC %md"):
+            assert all(line.startswith("# MAGIC") for line in cell[1:]), cell  # all %md, as Databricks needs
+            out.append(("markdown", cell))
         else:
-            out.append(("code", source))
+            assert not all(line.startswith("#") for line in cell), cell
+            out.append(("code", cell))
     return out
+
+
+def uncomment(line: str) -> str:
+    """A comment line as jupytext shows it in a markdown cell."""
+    return line[2:] if line.startswith("# ") else line[1:]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -122,16 +133,15 @@ def test_jupytext_shows_the_databricks_cells(path: Path) -> None:
 
     expected = databricks_cells(path.read_text())
     assert [kind for kind, _ in expected][:2] == ["markdown", "code"]  # a title, then the parameters
-    # What Jupyter shows: jupytext's reading of the file, in the format it detects (it has no Databricks
-    # reader; its "light" format splits cells at blank lines and reads comment-only paragraphs as markdown).
+    # What Jupyter shows is jupytext's reading of the file in the format it detects. jupytext has no Databricks
+    # reader: its "light" format makes a cell of each paragraph, markdown when every line is a comment. Without
+    # a blank line after each separator, that is exactly one cell per Databricks cell.
     nb = jupytext.read(path)
     assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "light"
+    assert len(nb.cells) == len(expected)
     assert [c.cell_type for c in nb.cells] == [kind for kind, _ in expected]
-    for cell, (kind, source) in zip(nb.cells, expected):
-        if kind == "code":
-            assert cell.source.removeprefix(SEPARATOR + "\n") == source
-        else:  # jupytext uncomments markdown: "# MAGIC x" → "MAGIC x"
-            assert cell.source.splitlines()[-1] == source.splitlines()[-1].removeprefix("# ")
+    for cell, (kind, lines) in zip(nb.cells, expected):
+        assert cell.source.splitlines() == (lines if kind == "code" else [uncomment(line) for line in lines])
 
 
 def test_notebooks_are_all_there() -> None:
