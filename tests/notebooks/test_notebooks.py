@@ -164,6 +164,12 @@ def test_params_read_widgets_on_databricks_and_the_environment_locally() -> None
         notebook.Params(environ={"SPARKINFER_NB_ROWS": "many"}).integer("rows", 8)
 
 
+def test_sample_docs_refuses_rows_outside_the_sample(minilm_path: str) -> None:
+    with pytest.raises(SpecError, match=r"sample_docs holds 100 rows; rows=10, start=95 must pick 1 to 100 of them"):
+        notebook.sample_docs(None, 10, start=95)  # checked before any Spark call
+    assert notebook.bundled_minilm("/Volumes/x") == minilm_path
+
+
 def test_gpu_cluster_confs_give_each_task_a_whole_gpu_and_its_share_of_cores() -> None:
     confs = notebook.gpu_cluster_confs(16, gpus_per_executor=2, discovery_script="/opt/gpus.sh")
     assert confs == {
