@@ -19,6 +19,10 @@ os.environ.setdefault("SPARK_TESTING", "1")
 
 DATA = Path(__file__).parent / "data"
 
+# tests/connect runs in a pytest process of its own (tests/spark/test_connect.py starts it): a Spark Connect
+# client switches PySpark to Connect for the whole process, which the classic session here cannot share.
+collect_ignore = [] if os.environ.get("SPARKINFER_CONNECT_TESTS") == "1" else ["connect"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked gpu when this machine has no CUDA device (their CPU twins still run)."""

@@ -55,6 +55,8 @@ _JOB_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--delta-engine", {"help": "Delta through Spark's Delta source or delta-rs; auto uses Spark's when the "
                         "session has it (default: auto)"}),
     ("--master", {"metavar": "URL", "help": "Spark master when not started by spark-submit (default: local[*])"}),
+    ("--remote", {"metavar": "URL", "help": "run on a Spark Connect server instead, e.g. sc://host:15002 "
+                  "(default: the SPARK_REMOTE environment variable, when set)"}),
 ]
 _SPEC_SKIPPED = {"model", "task"}
 # Tuple fields taken one value per flag (``--stop '###' --stop $'\n\n'``): a stop string may hold a comma.
@@ -64,6 +66,7 @@ examples:
   spark-submit scripts/predict_table.py --input /data/docs --output /data/docs_emb \\
       --model /dbfs/models/all-MiniLM-L6-v2 --task embedding --input-col title body --key id
   sparkinfer run --config job.yaml --batch-tokens 8192     # options from job.yaml, one overridden
+  sparkinfer run --config job.yaml --remote sc://connect-host:15002   # on a Spark Connect server
 
 The report (rows, tokens, padding efficiency, throughput, fingerprint) is printed and written as JSON.
 Exit status: 0 done, 1 the run failed, 2 a bad option or value."""

@@ -257,8 +257,8 @@ class RunReport:
 
     @property
     def errors(self) -> int:
-        """Rows the engine answered with an error; failing micro-batches fail the task until per-row errors exist."""
-        return int(getattr(self.metrics, "error_rows", 0))
+        """Rows whose prediction failed and were answered per row (``on_error="null"`` or ``"column"``)."""
+        return self.metrics.error_rows
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-able data."""
@@ -482,7 +482,10 @@ _JOB_FIELDS = {"input_col": "input_cols", "output_col": "output_cols", "partitio
 
 
 def parse_args(argv: Sequence[str], prog: str = "sparkinfer run") -> tuple[Job, str | None]:
-    """The job and the ``--master`` option from a command line (and its ``--config`` file).
+    """The job and the session to run it on, from a command line (and its ``--config`` file).
+
+    The second value is ``--master`` or, for Spark Connect, ``--remote`` (an ``sc://`` URL); ``None`` lets
+    `main` choose (spark-submit's session, ``SPARK_REMOTE``, or ``local[*]``).
 
     Raises:
         SystemExit: With status 2 and one line on stderr, for an unknown or malformed option.
@@ -501,7 +504,13 @@ def parse_args(argv: Sequence[str], prog: str = "sparkinfer run") -> tuple[Job, 
         parser.error(f"the following options are required: {', '.join(required)}")
     spec_options = {k: options.pop(k) for k in list(options) if k in _cli.spec_field_names()}
     spec = ModelSpec(str(options.pop("model")), task=options.pop("task"), **spec_options)
-    master = options.pop("master", None)
+    master, remote = options.pop("master", None), options.pop("remote", None)
+    if master is not None and remote is not None:
+        parser.error(f"--master and --remote are exclusive (got --master {master} --remote {remote}); a Spark "
+                     "Connect server has its own master")
+    if remote is not None and not remote.startswith("sc://"):
+        parser.error(f"--remote must be a Spark Connect URL sc://host:port (got {remote!r})")
+    master = remote or master
     job_options: dict[str, Any] = {}
     for name, value in options.items():
         if name in _JOB_FIELDS:  # column lists: a config file may give one name as a plain string
@@ -552,6 +561,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 def _session(master: str | None) -> SparkSession:
+    """A Spark Connect session for an ``sc://`` URL, else a classic one on `master`."""
+    if master is not None and master.startswith("sc://"):
+        return SparkSession.builder.remote(master).getOrCreate()
     builder = SparkSession.builder.appName("sparkinfer-run").config("spark.ui.showConsoleProgress", "true")
     launched = "PYSPARK_GATEWAY_PORT" in os.environ or "SPARK_REMOTE" in os.environ  # spark-submit, Connect
     chosen = master or (None if launched else "local[*]")

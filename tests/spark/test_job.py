@@ -360,6 +360,10 @@ def test_a_non_string_input_column_fails_on_the_driver_before_any_task(
           "overwrite"], "Job.mode must be 'append' with a key"),
         (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--output-col", "a", "b"],
          "one column per input column"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--master", "local[1]",
+          "--remote", "sc://h:15002"], "--master and --remote are exclusive"),
+        (["--input", "i", "--output", "o", "--model", "m", "--task", "embedding", "--remote", "h:15002"],
+         "--remote must be a Spark Connect URL sc://host:port"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -381,6 +385,7 @@ def test_config_file_options_and_command_line_override(tmp_path: Path) -> None:
     job, master = parse_args(["--config", config, "--batch-tokens", "2048", "--master", "local[1]"])
     assert (job.input, job.output, job.input_cols, job.chunk_rows, master) == ("in", "out", ("body",), 7, "local[1]")
     assert job.spec.batch_tokens == 2048 and job.spec.task == "classification"
+    assert parse_args(["--config", config, "--remote", "sc://connect:15002"])[1] == "sc://connect:15002"
     assert job.spec.quantization_spec is not None and job.spec.quantization_spec.bits == 8
     bad = _config(tmp_path / "bad.yaml", input="in", batch_tokns=3)
     with pytest.raises(si.SpecError, match=r"unknown option\(s\) \['batch_tokns'\]"):
