@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sparkinfer.engine import faults
 from sparkinfer.engine.loading import LoadedModel, load_model, resolve_device
 from sparkinfer.spec import ModelSpec
 
@@ -108,7 +109,10 @@ def get_model(spec: ModelSpec, *, device: str | None = None) -> tuple[LoadedMode
     Returns:
         The loaded model, and whether this call loaded it (False on a cache hit).
     """
-    return _CACHE.get(spec.cache_key, device if device is not None else resolve_device(spec.device))
+    loaded, fresh = _CACHE.get(spec.cache_key, device if device is not None else resolve_device(spec.device))
+    if fresh:
+        faults.after_load(spec.model)
+    return loaded, fresh
 
 
 def stats() -> CacheStats:

@@ -1,4 +1,4 @@
-"""Fault injection for tests of recovery paths that need a real executor: off unless asked for.
+"""Fault injection and load tracing for tests that need a real executor: off unless asked for.
 
 Recovery code (out-of-memory splits, Spark task retries) must be tested where it runs: inside Spark's
 Python workers, which a test cannot monkeypatch. A test asks for faults through the environment the
@@ -18,6 +18,8 @@ Faults (comma-separated ``name=value``):
   under (the ``CoarseGrainedExecutorBackend`` among its ancestors), as a lost executor does.
 * ``once=PATH``: the process faults above fire in the first process only, the one that creates PATH, so
   that Spark's retry of the task succeeds.
+* ``trace_loads=DIR``: not a fault: every model load appends a line ``<executor JVM pid> <worker pid>
+  <model>`` to ``DIR/loads-<worker pid>.txt``, so a test can count loads per Python worker and per executor.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sparkinfer.errors import SpecError
 ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
 _COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch")
+_PATHS = ("once", "trace_loads")
 _batches = 0  # micro-batches this process has started
 
 
@@ -39,10 +42,10 @@ def _parse(text: str) -> dict[str, str]:
     faults: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        if not ((name in _COUNTS and value.isdigit()) or (name == "once" and value)):
+        if not ((name in _COUNTS and value.isdigit()) or (name in _PATHS and value)):
             raise SpecError(
-                f"{ENV} must hold name=value items: {', '.join(f'{n}=<int>' for n in _COUNTS)} or once=<path> "
-                f"(got {text!r}); e.g. {ENV}=oom_above_rows=4, or unset it"
+                f"{ENV} must hold name=value items: {', '.join(f'{n}=<int>' for n in _COUNTS)}, once=<path> or "
+                f"trace_loads=<dir> (got {text!r}); e.g. {ENV}=oom_above_rows=4, or unset it"
             )
         faults[name] = value
     return faults
@@ -72,6 +75,17 @@ def before_forward(input_ids: Any) -> None:
             act()
 
 
+def after_load(model: str) -> None:
+    """Record a model load in this process when the environment asks for ``trace_loads=DIR``."""
+    text = os.environ.get(ENV)
+    directory = _parse(text).get("trace_loads") if text else None
+    if directory is None:
+        return
+    executor = _executor_pid()
+    with open(Path(directory) / f"loads-{os.getpid()}.txt", "a", encoding="utf-8") as out:
+        out.write(f"{executor if executor is not None else '-'} {os.getpid()} {model}\n")
+
+
 def _first_time(marker: str | None) -> bool:
     """True in the one process that creates `marker` (always True without one)."""
     if marker is None:
@@ -88,11 +102,21 @@ def _exit_worker() -> None:
 
 
 def _kill_executor() -> None:
+    pid = _executor_pid()
+    if pid is None:
+        raise RuntimeError(f"{ENV}: kill_executor_at_batch found no executor JVM among this process's ancestors")
+    os.kill(pid, signal.SIGKILL)
+
+
+def _executor_pid() -> int | None:
+    """The executor JVM (``CoarseGrainedExecutorBackend``) among this process's ancestors (Linux /proc)."""
     pid = os.getppid()
     while pid > 1:
         proc = Path(f"/proc/{pid}")
-        if b"CoarseGrainedExecutorBackend" in (proc / "cmdline").read_bytes():
-            os.kill(pid, signal.SIGKILL)
-            return
-        pid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    raise RuntimeError(f"{ENV}: kill_executor_at_batch found no executor JVM among this process's ancestors")
+        try:
+            if b"CoarseGrainedExecutorBackend" in (proc / "cmdline").read_bytes():
+                return pid
+            pid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:  # no /proc, or the ancestor just exited
+            return None
+    return None

@@ -249,9 +249,11 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
     small = tmp_path / "small.parquet"
     pq.write_table(pq.read_table(corpus[0]).sort_by("id").slice(0, 200), small)
     output = tmp_path / "out"
+    loads = tmp_path / "loads"
+    loads.mkdir()
     result = subprocess.run(
         [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]", "--conf", "spark.ui.enabled=false",
-         "--conf", f"spark.executorEnv.{faults.ENV}={fault}=3,once={tmp_path / 'fault-fired'}",
+         "--conf", f"spark.executorEnv.{faults.ENV}={fault}=3,once={tmp_path / 'fault-fired'},trace_loads={loads}",
          "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
          "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
          "--partitions", "2", "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
@@ -270,7 +272,16 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
     assert lost in result.stderr, result.stderr[-3000:]
     report = json.loads(Path(f"{output}.report.json").read_text())
     assert report["rows_out"] == 200 and report["format"] == output_format
-    assert report["engine"]["model_loads"] >= 1  # the archive was unpacked and loaded on the executors
+    # Load-once across executors: every Python worker that ran a task loaded the model exactly once, in
+    # executor JVMs of their own (the faulted worker's replacement loads it again; that is its first load).
+    traced = [line.split() for f in loads.iterdir() for line in f.read_text().splitlines()]
+    workers = [worker for _, worker, _ in traced]
+    executors = {executor for executor, _, _ in traced}
+    assert len(workers) == len(set(workers)), f"a worker loaded the model twice: {traced}"
+    assert "-" not in executors and len(executors) >= 2, f"loads were not spread over executor JVMs: {traced}"
+    assert {Path(model).name for _, _, model in traced} == {"model"}  # the archive, unpacked on each executor
+    # The report sums successful task attempts only: the worker killed mid-task may have loaded in vain.
+    assert 2 <= report["engine"]["model_loads"] <= len(traced)
     # The archived model is the tiny classifier: compare with the engine run from its directory.
     _assert_matches_engine(spark, str(output), _spec(tiny_classifier), {i: corpus[1][i] for i in range(200)})
 
