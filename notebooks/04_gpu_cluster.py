@@ -27,9 +27,9 @@ params = notebook.Params(globals().get("dbutils"))
 minilm = notebook.bundled_minilm("/Volumes/main/default/models/all-MiniLM-L6-v2")  # bundled locally
 model = params.text("model", minilm, "Embedding model")
 cores_per_executor = params.integer("cores_per_executor", 8, "Cores per executor")
-budgets = [int(b) for b in params.text("budgets", "1024,4096,16384", "Budgets to measure").split(",")]
+budgets = [int(b) for b in params.text("budgets", "1024,4096,16384,65536", "Budgets to measure").split(",")]
 batch_tokens = params.integer("batch_tokens", 4096, "batch_tokens for the job")
-rows = params.integer("rows", 16, "Rows")
+rows = params.integer("rows", 100, "Rows (the sample has 100)")
 work_dir = params.text("work_dir", "/tmp/sparkinfer_notebooks/gpu", "Work directory")
 
 # COMMAND ----------
@@ -62,10 +62,10 @@ print("this session: spark.task.resource.gpu.amount =", spark.conf.get("spark.ta
 # MAGIC ## Sizing the token budget
 # MAGIC
 # MAGIC A micro-batch holds rows × padded length ≤ `batch_tokens` tokens (rows are length-sorted, so padding stays
-# MAGIC small). Activation memory grows with the budget; throughput grows with it until the GPU is busy, then stops.
-# MAGIC Measure on one GPU like the executors' (the driver of a single-node GPU cluster), on real rows: keep the
-# MAGIC largest budget whose peak memory leaves headroom (say 20%) past the point where rows/s stops growing. For
-# MAGIC generation the budget counts prompt + `max_new_tokens`. If a budget is too large anyway, a CUDA
+# MAGIC small). Activation memory grows with the budget; throughput grows with it until the GPU is busy, then stops,
+# MAGIC and fewer, wider micro-batches pad more (`padded_tokens`). Measure on one GPU like the executors' (the driver
+# MAGIC of a single-node GPU cluster), on real rows: take the smallest budget that reaches the best rows/s, and check
+# MAGIC that its peak memory leaves headroom (say 20%) for longer rows than the sample's. For generation the budget counts prompt + `max_new_tokens`. If a budget is too large anyway, a CUDA
 # MAGIC out-of-memory halves the micro-batch and keeps the smaller budget for the rest of the task (`oom_splits` in
 # MAGIC the report), so a wrong guess costs speed, not the job.
 
