@@ -63,16 +63,15 @@ else:
 # MAGIC ## The model as a SQL function
 # MAGIC
 # MAGIC `si.register` makes the same model callable from SQL. Its embeddings are normalized, so a dot product is the
-# MAGIC cosine similarity: embed the query, embed the docstrings, rank.
+# MAGIC cosine similarity: embed the query once (a scalar subquery), embed the docstrings, rank.
 
 # COMMAND ----------
 si.register(spark, "embed_text", si.ModelSpec(model, task="embedding"))
 docs.createOrReplaceTempView("quickstart_docs")
 hits = spark.sql(
     """
-    SELECT d.id, d.module,
-           aggregate(zip_with(embed_text(d.text), q.e, (a, b) -> a * b), 0D, (s, x) -> s + x) AS cosine
-    FROM quickstart_docs d CROSS JOIN (SELECT embed_text(:query) AS e) q
+    SELECT id, module, aggregate(zip_with(e, q, (a, b) -> a * b), 0D, (s, x) -> s + x) AS cosine
+    FROM (SELECT id, module, embed_text(text) AS e, (SELECT embed_text(:query)) AS q FROM quickstart_docs)
     ORDER BY cosine DESC LIMIT 3
     """,
     args={"query": query},
