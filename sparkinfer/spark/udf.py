@@ -57,7 +57,7 @@ def predict(col: ColumnOrName, model: str | ModelSpec, *, task: Task | None = No
     """
     spec = to_spec(model, task=task, **options)
     column = _as_column(col)
-    predicted = _make_udf(spec)(column)
+    predicted = _make_udf(spec)(_string_input(column))
     if not _HAS_ARROW_UDF and pa.types.is_struct(output_type(spec)):
         # A pandas UDF cannot return a null struct (PySpark builds it without a validity mask); put back
         # the null that a null input must give. SQL functions from `register` keep the struct of nulls.
@@ -241,6 +241,17 @@ def _as_column(col: ColumnOrName) -> Column:
     if isinstance(col, Column):
         return col
     raise SpecError(f"the input column must be a column name or a Column (got {type(col).__name__}: {col!r})")
+
+
+def _string_input(column: Column) -> Column:
+    """`column` as the UDF's input, which Spark's analyzer refuses unless it is a string column.
+
+    ``collate(c, 'UTF8_BINARY')`` is the identity on strings and accepts no other type without a cast, so a
+    numeric, binary or array column fails on the driver when the plan is analysed (``withColumn``), with
+    Spark naming the column and its type, instead of in every task. PySpark < 4.0 has no ``collate``: there
+    the engine's check fails the task.
+    """
+    return F.collate(column, "UTF8_BINARY") if hasattr(F, "collate") else column
 
 
 def _make_udf(spec: ModelSpec) -> UserDefinedFunction:

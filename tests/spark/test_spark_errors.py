@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,3 +70,23 @@ def test_job_group_sees_jobs(spark: Any, job_group: str) -> None:
     """The no-job check above can fail: a job run under the group shows up in it."""
     spark.range(1).collect()
     assert spark.sparkContext.statusTracker().getJobIdsForGroup(job_group) != []
+
+
+@pytest.mark.parametrize(
+    ("ddl", "shown"), [("n int", "INT"), ("b binary", "BINARY"), ("a array<string>", "ARRAY<STRING>")]
+)
+def test_a_non_string_input_column_fails_when_the_plan_is_analysed(
+    ddl: str, shown: str, spark: Any, job_group: str, tiny_classifier: str
+) -> None:
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    if not hasattr(F, "collate"):
+        pytest.skip("PySpark < 4.0 has no collate(), the analysis-time check; there the task fails instead")
+    name = ddl.split()[0]
+    frame = spark.createDataFrame([], f"id long, {ddl}")
+    jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(job_group)  # test_job_group_sees_jobs' job
+    expected = rf'requires the "STRING" type, however "{name}" has the type "{re.escape(shown)}"'
+    with pytest.raises(AnalysisException, match=expected):
+        frame.withColumn("pred", si.classify(name, tiny_classifier))
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup(job_group) == jobs
