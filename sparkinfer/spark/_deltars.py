@@ -206,10 +206,8 @@ def write(
             _check_append(existing, schema, path)
     _check_partition_columns(df.schema, partition_cols)
 
-    import pyspark.sql.pandas.types as arrow_types
-
     data_fields = StructType([f for f in df.schema.fields if f.name not in partition_cols])
-    target = _Target(uri, partition_cols, arrow_types.to_arrow_schema(data_fields, timezone="UTC"))
+    target = _Target(uri, partition_cols, _arrow_schema(data_fields))
 
     def write_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield from _write_task(target, batches)
@@ -232,6 +230,18 @@ def write(
     version = int(deltalake.DeltaTable(uri).version())
     log.info("sparkinfer committed %d file(s) to %s as version %d", len(actions), path, version)
     return version
+
+
+def _arrow_schema(schema: StructType) -> pa.Schema:
+    """The Arrow schema of Spark's Arrow batches, timestamps in UTC (PySpark 3.5 has no timezone argument:
+    its timestamps are UTC already)."""
+    import inspect
+
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    if "timezone" in inspect.signature(to_arrow_schema).parameters:
+        return to_arrow_schema(schema, timezone="UTC")
+    return to_arrow_schema(schema)
 
 
 def _nullable(schema: StructType) -> StructType:

@@ -59,8 +59,8 @@ def predict(col: ColumnOrName, model: str | ModelSpec, *, task: Task | None = No
     column = _as_column(col)
     predicted = _make_udf(spec)(_string_input(column))
     if not _HAS_ARROW_UDF and pa.types.is_struct(output_type(spec)):
-        # A pandas UDF cannot return a null struct (PySpark builds it without a validity mask); put back
-        # the null that a null input must give. SQL functions from `register` keep the struct of nulls.
+        # PySpark builds a pandas UDF's struct without a validity mask: put back the null that a null input
+        # must give. (`_mask_null_structs` does it inside the UDF where it can, the only way for `register`.)
         return F.when(column.isNotNull(), predicted)
     return predicted
 
@@ -271,6 +271,7 @@ def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
     # as the return, not their union; either gives the same iterator UDF, and the DataFrames yielded for
     # struct types are accepted at run time.
     def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        _mask_null_structs()
         texts = (pa.array(b, type=pa.string(), from_pandas=True) for b in batches)
         for out in _run_task(spec, texts, gpu_amount=gpu_amount):
             yield _to_pandas(out)
@@ -360,8 +361,42 @@ def _with_shipped_model(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, model=shipped) if os.path.isdir(shipped) else spec
 
 
+# The DataFrame attribute holding a struct's null rows, for `_mask_null_structs`.
+_NULL_ROWS = "sparkinfer.null_rows"
+
+
 def _to_pandas(out: pa.Array) -> pd.Series | pd.DataFrame:
-    """pandas UDFs return structs as DataFrames and arrays as Series of lists."""
+    """pandas UDFs return structs as DataFrames (null rows in attrs) and arrays as Series of lists."""
     if pa.types.is_struct(out.type):
-        return pd.DataFrame({f.name: out.field(i).to_pandas() for i, f in enumerate(out.type)})
+        frame = pd.DataFrame({f.name: out.field(i).to_pandas() for i, f in enumerate(out.type)})
+        if out.null_count:
+            frame.attrs[_NULL_ROWS] = out.is_null()
+        return frame
     return out.to_pandas()
+
+
+def _mask_null_structs() -> None:
+    """Executor side, PySpark < 4.1: let the pandas UDF return null structs, as the Arrow UDF does.
+
+    PySpark 3.5 builds a struct result from the DataFrame's columns with no validity mask (a null input
+    would give a struct of nulls), and a SQL function from `register` has no Column around the UDF to put
+    the null back. This wraps that step of the Python worker's serializer, once per worker, to apply the
+    null rows that `_to_pandas` leaves in the DataFrame's attrs; other DataFrames pass through unchanged.
+    A PySpark without that serializer method is left alone (there `predict` still puts the nulls back).
+    """
+    from pyspark.sql.pandas import serializers
+
+    serializer: Any = getattr(serializers, "ArrowStreamPandasUDFSerializer", None)
+    build = getattr(serializer, "_create_struct_array", None)
+    if build is None or getattr(serializer, "_sparkinfer_null_rows", False):
+        return
+
+    def build_with_nulls(self: Any, frame: pd.DataFrame, *args: Any, **kwargs: Any) -> pa.Array:
+        array = build(self, frame, *args, **kwargs)
+        nulls = frame.attrs.get(_NULL_ROWS)
+        if nulls is None or not isinstance(array, pa.StructArray) or len(nulls) != len(array):
+            return array
+        return pa.StructArray.from_arrays(array.flatten(), fields=list(array.type), mask=nulls)
+
+    serializer._create_struct_array = build_with_nulls
+    serializer._sparkinfer_null_rows = True

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import pyarrow as pa
 
 DOCS_PARQUET = Path(__file__).resolve().parents[1] / "data" / "stdlib_docs_sample.parquet"
@@ -79,7 +80,8 @@ _PROBE_TYPE = "struct<pid:bigint,loads:bigint,hits:bigint,torch_threads:int>"
 
 
 def _probe_udf(reset: bool) -> Any:
-    """An iterator Arrow UDF like sparkinfer's own, so that it runs in the same pool of Python workers.
+    """An iterator UDF like sparkinfer's own (Arrow, or pandas before PySpark 4.1), so that it runs in the
+    same pool of Python workers.
 
     Spark keys its worker pools by the runner's environment, and RDD jobs get another one: an
     ``rdd.mapPartitions`` probe would look at other processes than those that ran sparkinfer.
@@ -112,7 +114,15 @@ def _probe_udf(reset: bool) -> Any:
                 names=["pid", "loads", "hits", "torch_threads"],
             )
 
-    return F.arrow_udf(probe, _PROBE_TYPE)
+    if hasattr(F, "arrow_udf"):
+        return F.arrow_udf(probe, _PROBE_TYPE)
+
+    # PySpark < 4.1: a pandas UDF, as sparkinfer's own is there (a struct goes out as a DataFrame).
+    def probe_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        for out in probe(pa.array(batch) for batch in batches):
+            yield pd.DataFrame({name: out.field(name).to_pandas() for name in out.type.names})
+
+    return F.pandas_udf(probe_pandas, _PROBE_TYPE)
 
 
 def probe_workers(spark: Any, *, tasks: int, reset: bool = False) -> dict[int, WorkerState]:

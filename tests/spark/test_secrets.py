@@ -53,8 +53,19 @@ def test_a_hub_token_never_appears_in_logs_output_report_or_spark_conf(
     assert '"rows_out": 40' in report.read_text()  # the job ran and reported
     assert "sparkinfer" in caplog.text  # and logged at DEBUG
     conf = "\n".join(f"{k}={v}" for k, v in spark.sparkContext.getConf().getAll())
-    spark_sql_conf = "\n".join(f"{k}={v}" for k, v in spark.conf.getAll.items())
+    spark_sql_conf = "\n".join(f"{k}={v}" for k, v in _sql_conf(spark).items())
     for where, text in {"logs": caplog.text, "stdout": out, "stderr": err, "report": report.read_text(),
                         "SparkConf": conf, "SQL conf": spark_sql_conf}.items():
         assert TOKEN not in text, f"the token leaked into the {where}"
         assert TOKEN[-12:] not in text, f"part of the token leaked into the {where}"
+
+
+def _sql_conf(spark: Any) -> dict[str, str]:
+    """Every SQL conf set in the session, unredacted (``SET`` would redact token-like values).
+
+    ``spark.conf.getAll`` is PySpark 4's; on 3.5 the same map is read from the JVM session.
+    """
+    if hasattr(spark.conf, "getAll"):
+        return dict(spark.conf.getAll)
+    every = spark._jsparkSession.conf().getAll()
+    return dict(spark._jvm.scala.collection.JavaConverters.mapAsJavaMap(every))

@@ -98,7 +98,7 @@ def test_delta_round_trip_versions_and_modes(spark: Any, tmp_path: Path, delta_e
     assert table.version() == 0
     assert table.count() == 30
     assert table.metadata().partition_columns == ["part"]
-    expected_schema = StructType.fromDDL(SCHEMA)
+    expected_schema = spark.createDataFrame([], SCHEMA).schema  # StructType.fromDDL is PySpark 4's
     assert [(f.name, f.dataType) for f in StructType.fromJson(json.loads(table.schema().to_json())).fields] == [
         (f.name, f.dataType) for f in expected_schema.fields
     ]
