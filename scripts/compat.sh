@@ -24,6 +24,4 @@ fi
 "$VENV/bin/python" -c 'import pyspark, pandas, numpy, pyarrow as pa
 print(f"compat: pyspark {pyspark.__version__}, pandas {pandas.__version__}, numpy {numpy.__version__}, pyarrow {pa.__version__}")'
 
-# Not the Spark Connect suite: PySpark 3.5's package has no Connect server (its spark-connect jar comes from
-# Maven, with --packages), so tests/connect cannot start one here; it runs on PySpark 4 under test.sh.
-exec "$VENV/bin/python" -m pytest -m "spark or cluster" --deselect tests/spark/test_connect.py::test_spark_connect_suite "$@"
+exec "$VENV/bin/python" -m pytest -m "spark or cluster" "$@"

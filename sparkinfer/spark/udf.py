@@ -272,12 +272,25 @@ def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
     # struct types are accepted at run time.
     def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         _mask_null_structs()
-        texts = (pa.array(b, type=pa.string(), from_pandas=True) for b in batches)
+        texts = (_pandas_texts(b) for b in batches)
         for out in _run_task(spec, texts, gpu_amount=gpu_amount):
             yield _to_pandas(out)
 
     pandas_udf: UserDefinedFunction = F.pandas_udf(predict_pandas, return_type)
     return pandas_udf
+
+
+def _pandas_texts(batch: pd.Series) -> pa.Array:
+    """A pandas UDF's input as Arrow strings; a column of another type is a SpecError, as on the Arrow path."""
+    texts = pa.array(batch, from_pandas=True)
+    if pa.types.is_null(texts.type):  # all nulls: no values to tell the type from
+        return texts.cast(pa.string())
+    if not pa.types.is_string(texts.type):
+        raise SpecError(
+            f"sparkinfer input must be a string column (got Arrow type {texts.type}); "
+            "cast it first, e.g. F.col('x').cast('string')"
+        )
+    return texts
 
 
 def _check_dependencies(spec: ModelSpec) -> None:

@@ -253,6 +253,7 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
     loads.mkdir()
     result = subprocess.run(
         [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]", "--conf", "spark.ui.enabled=false",
+         "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",  # both executors up before any task
          "--conf", f"spark.executorEnv.{faults.ENV}={fault}=3,once={tmp_path / 'fault-fired'},trace_loads={loads}",
          "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
          "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
@@ -280,8 +281,9 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
     assert len(workers) == len(set(workers)), f"a worker loaded the model twice: {traced}"
     assert "-" not in executors and len(executors) >= 2, f"loads were not spread over executor JVMs: {traced}"
     assert {Path(model).name for _, _, model in traced} == {"model"}  # the archive, unpacked on each executor
-    # The report sums successful task attempts only: the worker killed mid-task may have loaded in vain.
-    assert 2 <= report["engine"]["model_loads"] <= len(traced)
+    # The report sums successful task attempts only: the faulted worker's load is not in it, and a retry that
+    # lands on a worker already holding the model loads nothing.
+    assert 1 <= report["engine"]["model_loads"] < len(traced)
     # The archived model is the tiny classifier: compare with the engine run from its directory.
     _assert_matches_engine(spark, str(output), _spec(tiny_classifier), {i: corpus[1][i] for i in range(200)})
 

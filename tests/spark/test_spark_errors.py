@@ -73,20 +73,24 @@ def test_job_group_sees_jobs(spark: Any, job_group: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ddl", "shown"), [("n int", "INT"), ("b binary", "BINARY"), ("a array<string>", "ARRAY<STRING>")]
+    ("ddl", "value", "shown"),
+    [("n int", 1, "INT"), ("b binary", bytearray(b"x"), "BINARY"), ("a array<string>", ["x"], "ARRAY<STRING>")],
 )
-def test_a_non_string_input_column_fails_when_the_plan_is_analysed(
-    ddl: str, shown: str, spark: Any, job_group: str, tiny_classifier: str
+def test_a_non_string_input_column_fails_before_any_prediction(
+    ddl: str, value: object, shown: str, spark: Any, job_group: str, tiny_classifier: str
 ) -> None:
+    """PySpark >= 4.0: on the driver, when the plan is analysed (no job runs). Before: the task fails at once."""
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
-    if not hasattr(F, "collate"):
-        pytest.skip("PySpark < 4.0 has no collate(), the analysis-time check; there the task fails instead")
     name = ddl.split()[0]
-    frame = spark.createDataFrame([], f"id long, {ddl}")
-    jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(job_group)  # test_job_group_sees_jobs' job
-    expected = rf'requires the "STRING" type, however "{name}" has the type "{re.escape(shown)}"'
-    with pytest.raises(AnalysisException, match=expected):
-        frame.withColumn("pred", si.classify(name, tiny_classifier))
-    assert spark.sparkContext.statusTracker().getJobIdsForGroup(job_group) == jobs
+    frame = spark.createDataFrame([(1, value)], f"id long, {ddl}")
+    if hasattr(F, "collate"):
+        jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(job_group)  # test_job_group_sees_jobs' job
+        expected = rf'requires the "STRING" type, however "{name}" has the type "{re.escape(shown)}"'
+        with pytest.raises(AnalysisException, match=expected):
+            frame.withColumn("pred", si.classify(name, tiny_classifier))
+        assert spark.sparkContext.statusTracker().getJobIdsForGroup(job_group) == jobs
+    else:
+        with pytest.raises(Exception, match=r"sparkinfer input must be a string column \(got Arrow type"):
+            frame.withColumn("pred", si.classify(name, tiny_classifier)).collect()
