@@ -285,7 +285,7 @@ def _pandas_texts(batch: pd.Series) -> pa.Array:
     texts = pa.array(batch, from_pandas=True)
     if pa.types.is_null(texts.type):  # all nulls: no values to tell the type from
         return texts.cast(pa.string())
-    if not pa.types.is_string(texts.type):
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         raise SpecError(
             f"sparkinfer input must be a string column (got Arrow type {texts.type}); "
             "cast it first, e.g. F.col('x').cast('string')"
