@@ -281,16 +281,10 @@ def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
 
 
 def _pandas_texts(batch: pd.Series) -> pa.Array:
-    """A pandas UDF's input as Arrow strings; a column of another type is a SpecError, as on the Arrow path."""
+    """A pandas UDF's input as Arrow, typed from its values: the engine refuses a non-string type with a
+    SpecError, as on the Arrow path. An all-null batch has no values to type, so it becomes strings."""
     texts = pa.array(batch, from_pandas=True)
-    if pa.types.is_null(texts.type):  # all nulls: no values to tell the type from
-        return texts.cast(pa.string())
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        raise SpecError(
-            f"sparkinfer input must be a string column (got Arrow type {texts.type}); "
-            "cast it first, e.g. F.col('x').cast('string')"
-        )
-    return texts
+    return texts.cast(pa.string()) if pa.types.is_null(texts.type) else texts
 
 
 def _check_dependencies(spec: ModelSpec) -> None:
