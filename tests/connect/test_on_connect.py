@@ -19,7 +19,6 @@ import pytest
 
 import sparkinfer as si
 from sparkinfer.spark.job import Job, run
-from tests.conftest import build_tiny_model
 from tests.spark.helpers import ON_CPU, single_torch_thread
 from tests.unit.helpers import (
     ClassifierOracle,
@@ -48,11 +47,9 @@ def texts(rows: list[dict[str, Any]]) -> list[str | None]:
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
-    return build_tiny_model(
-        tmp_path_factory.mktemp("connect_classifier"), minilm_path, "AutoModelForSequenceClassification",
-        num_labels=3, initializer_range=0.5,
-    )
+def classifier(varied_classifier: str) -> str:
+    """The Spark tier's 3-label classifier, whose predictions differ from row to row."""
+    return varied_classifier
 
 
 @pytest.fixture(scope="module")
