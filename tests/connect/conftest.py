@@ -58,7 +58,7 @@ def spark(connect_url: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_jvm_in_client() -> Iterator[None]:
-    """After every test: nothing sparkinfer did on the client needed a SparkContext (Connect has none)."""
+    """After the last test: nothing sparkinfer did on the client started a SparkContext (Connect has none)."""
     yield
     from pyspark import SparkContext
 
