@@ -166,20 +166,23 @@ def build_tiny_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
-def build_tiny_causal_lm(path: Path, *, seed: int = 0, eos_boost: float = 2.5) -> str:
+def build_tiny_causal_lm(
+    path: Path, *, seed: int = 0, eos_boost: float = 2.5, width: int = 32, inner: int | None = None
+) -> str:
     """A random GPT-2 (2 layers, width 32, 128 positions) with the tiny BPE tokenizer, saved to `path`.
 
     Weights are drawn wider than GPT-2's default (std 0.2) so that the top two logits rarely come within
     float noise of each other, and the (tied) embedding of </s> is scaled by `eos_boost` so that greedy
     decoding ends some rows early with an end-of-sequence token (about a third of the docstring prompts
-    within 16 tokens), as trained models do.
+    within 16 tokens), as trained models do. `width` and `inner` (the MLP width, 4 x width by default) set
+    the layer shapes: 4-bit tests need layers bitsandbytes' CPU kernel can repack (multiples of 64 in).
     """
     import torch
     import transformers
 
     tokenizer = build_tiny_tokenizer(path)
     config = transformers.GPT2Config(
-        vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+        vocab_size=len(tokenizer), n_positions=128, n_embd=width, n_inner=inner, n_layer=2, n_head=2,
         bos_token_id=1, eos_token_id=1, pad_token_id=0, initializer_range=0.2,
     )
     torch.manual_seed(seed)
@@ -209,6 +212,12 @@ def build_tiny_seq2seq(path: Path, *, seed: int = 0) -> str:
 def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random tiny GPT-2 + trained BPE tokenizer with a chat template (see `build_tiny_causal_lm`)."""
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_4bit(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny GPT-2 at width 64: every layer fits bitsandbytes' packed 4-bit CPU kernel (see `build_tiny_causal_lm`)."""
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal_lm_4bit"), width=64)
 
 
 @pytest.fixture(scope="session")

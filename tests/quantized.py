@@ -6,13 +6,57 @@ translation of QuantizationSpec would show), run on ONE row at a time: no batchi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 FloatArray = npt.NDArray[np.float64]
+
+# bitsandbytes' two 4-bit CPU paths (sparkinfer.engine.faults.set_cpu_4bit_path): tests run each on every
+# machine where it can run; the packed one's fused kernel needs AVX-512-BF16.
+CPU_4BIT_PATHS = ("packed", "reference")
+
+
+def use_cpu_4bit_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Make this process's next 4-bit loads take `path` (through SPARKINFER_FAULTS, as Spark workers do).
+
+    Skips the test for ``"packed"`` on a CPU without AVX-512-BF16, where the fused kernel cannot run;
+    ``test_every_layer_left_in_4bit_repacks_for_the_fused_kernel`` still checks the repacking there.
+    """
+    from bitsandbytes.functional import has_avx512bf16
+
+    from sparkinfer.engine import faults
+
+    if path == "packed" and not has_avx512bf16():
+        pytest.skip("this CPU has no AVX-512-BF16, so bitsandbytes' fused 4-bit kernel cannot run here "
+                    "(the repacking it needs is checked on every CPU)")
+    monkeypatch.setenv(faults.ENV, f"cpu_4bit_path={path}")
+
+
+def assert_every_4bit_layer_repacks(model: Any) -> int:
+    """Repack a copy of every 4-bit weight of `model` as bitsandbytes' packed CPU path does; returns the count.
+
+    The repacking is plain torch, so this runs on every CPU, including those that take the other path.
+    """
+    import copy
+
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+    from bitsandbytes.nn import Linear4bit
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear4bit)]
+    for name, layer in layers:
+        state = layer.weight.quant_state
+        assert not getattr(state, "packing_format_for_cpu", False), f"{name} was repacked already"
+        try:
+            _convert_weight_packed_for_cpu(layer.weight.data.clone(), copy.deepcopy(state))
+        except (RuntimeError, AssertionError) as exc:
+            raise AssertionError(f"{name} ({layer.in_features}->{layer.out_features}) cannot be repacked: {exc}")
+    return len(layers)
 
 
 def bnb_config(bits: int | None) -> Any:
@@ -58,15 +102,20 @@ def build_encoder(path: Path, minilm_path: str, *, seed: int = 0) -> str:
 class EmbeddingOracle:
     """``AutoModel`` (+ bitsandbytes) on one row at a time: mean pooling, optionally L2-normalized."""
 
-    def __init__(self, path: str, *, bits: int | None, dtype: str = "float32", normalize: bool, max_length: int):
+    def __init__(self, path: str, *, bits: int | None, dtype: str = "float32", normalize: bool, max_length: int,
+                 cpu_4bit_path: str | None = None):
         import torch
         import transformers
+
+        from sparkinfer.engine.faults import set_cpu_4bit_path
 
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
         if bits is not None:
             kwargs.update(quantization_config=bnb_config(bits), device_map={"": "cpu"})
         self.model = transformers.AutoModel.from_pretrained(path, **kwargs).eval()
+        if cpu_4bit_path is not None:
+            set_cpu_4bit_path(self.model, cpu_4bit_path)
         self.normalize = normalize
         self.max_length = max_length
         self._vectors: dict[str, FloatArray] = {}
@@ -118,3 +167,21 @@ def linear_weight_bytes(model: Any) -> tuple[int, int, set[str]]:
             if extra is not None:
                 loaded += extra.numel() * extra.element_size()
     return loaded, fp32, kinds
+
+
+@contextmanager
+def spark_cpu_4bit_path(spark: Any, monkeypatch: pytest.MonkeyPatch, path: str) -> Iterator[None]:
+    """`use_cpu_4bit_path` for this process and for the Python workers of UDFs built inside the block.
+
+    Spark starts the workers of a UDF with the environment of the SparkContext as it was when the UDF was
+    built (and pools them by it), so workers of other tests never see the setting.
+    """
+    from sparkinfer.engine import faults
+
+    use_cpu_4bit_path(monkeypatch, path)
+    environment = spark.sparkContext.environment
+    environment[faults.ENV] = f"cpu_4bit_path={path}"
+    try:
+        yield
+    finally:
+        del environment[faults.ENV]

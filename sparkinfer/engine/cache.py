@@ -111,7 +111,7 @@ def get_model(spec: ModelSpec, *, device: str | None = None) -> tuple[LoadedMode
     """
     loaded, fresh = _CACHE.get(spec.cache_key, device if device is not None else resolve_device(spec.device))
     if fresh:
-        faults.after_load(spec.model)
+        faults.after_load(spec.model, loaded.model)
     return loaded, fresh
 
 

@@ -18,6 +18,9 @@ Faults (comma-separated ``name=value``):
   under (the ``CoarseGrainedExecutorBackend`` among its ancestors), as a lost executor does.
 * ``once=PATH``: the process faults above fire in the first process only, the one that creates PATH, so
   that Spark's retry of the task succeeds.
+* ``cpu_4bit_path=reference`` or ``=packed``: not a fault: every 4-bit model this process loads takes that
+  bitsandbytes CPU path, whatever the CPU (see `set_cpu_4bit_path`), so that a test runs both paths on
+  every machine.
 * ``trace_loads=DIR``: not a fault: every model load appends a line ``<executor JVM pid> <worker pid>
   <model>`` to ``DIR/loads-<worker pid>.txt``, so a test can count loads per Python worker and per executor.
 """
@@ -35,6 +38,7 @@ ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
 _COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch")
 _PATHS = ("once", "trace_loads")
+_CHOICES = {"cpu_4bit_path": ("reference", "packed")}
 _batches = 0  # micro-batches this process has started
 
 
@@ -42,10 +46,12 @@ def _parse(text: str) -> dict[str, str]:
     faults: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        if not ((name in _COUNTS and value.isdigit()) or (name in _PATHS and value)):
+        if not ((name in _COUNTS and value.isdigit()) or (name in _PATHS and value)
+                or value in _CHOICES.get(name, ())):
             raise SpecError(
-                f"{ENV} must hold name=value items: {', '.join(f'{n}=<int>' for n in _COUNTS)}, once=<path> or "
-                f"trace_loads=<dir> (got {text!r}); e.g. {ENV}=oom_above_rows=4, or unset it"
+                f"{ENV} must hold name=value items: {', '.join(f'{n}=<int>' for n in _COUNTS)}, once=<path>, "
+                f"trace_loads=<dir> or cpu_4bit_path=reference|packed (got {text!r}); e.g. {ENV}=oom_above_rows=4, "
+                "or unset it"
             )
         faults[name] = value
     return faults
@@ -75,15 +81,45 @@ def before_forward(input_ids: Any) -> None:
             act()
 
 
-def after_load(model: str) -> None:
-    """Record a model load in this process when the environment asks for ``trace_loads=DIR``."""
+def after_load(name: str, model: Any) -> None:
+    """Record a model load (``trace_loads=DIR``) and set its 4-bit CPU path (``cpu_4bit_path``), if asked."""
     text = os.environ.get(ENV)
-    directory = _parse(text).get("trace_loads") if text else None
+    faults = _parse(text) if text else {}
+    if "cpu_4bit_path" in faults:
+        set_cpu_4bit_path(model, faults["cpu_4bit_path"])
+    directory = faults.get("trace_loads")
     if directory is None:
         return
     executor = _executor_pid()
     with open(Path(directory) / f"loads-{os.getpid()}.txt", "a", encoding="utf-8") as out:
-        out.write(f"{executor if executor is not None else '-'} {os.getpid()} {model}\n")
+        out.write(f"{executor if executor is not None else '-'} {os.getpid()} {name}\n")
+
+
+def set_cpu_4bit_path(model: Any, path: str) -> int:
+    """Make the 4-bit layers of a freshly loaded `model` take one of bitsandbytes' two CPU paths.
+
+    ``"packed"`` repacks each weight at its first forward for the fused AVX-512-BF16 kernel (computing in
+    bf16); ``"reference"`` dequantizes and multiplies in the compute dtype. bitsandbytes picks by the CPU,
+    in the ``support_avx512bf16_for_cpu`` attribute each ``Linear4bit`` sets when it is built and reads at
+    every forward; this sets it. Call it before the first forward: a weight once repacked stays so.
+
+    Returns:
+        How many layers were set.
+
+    Raises:
+        SpecError: For ``"packed"`` on a CPU without AVX-512-BF16, where the fused kernel cannot run.
+    """
+    from bitsandbytes.functional import has_avx512bf16
+
+    if path == "packed" and not has_avx512bf16():  # type: ignore[no-untyped-call]
+        raise SpecError(
+            f"{ENV}: cpu_4bit_path=packed needs a CPU with AVX-512-BF16 (this one has none); use "
+            "cpu_4bit_path=reference, or run on such a CPU"
+        )
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = path == "packed"
+    return len(layers)
 
 
 def _first_time(marker: str | None) -> bool:

@@ -15,10 +15,11 @@ from typing import Any
 
 from sparkinfer._optional import require
 from sparkinfer.engine.placement import TaskResources, choose_device
+from sparkinfer.engine.quantize import bitsandbytes_config, keep_narrow_layers
 from sparkinfer.engine.tasks import Head, get_task
 from sparkinfer.engine.tasks.embedding import read_st_config
 from sparkinfer.errors import ModelLoadError, SpecError
-from sparkinfer.spec import ModelSpec, QuantizationSpec
+from sparkinfer.spec import ModelSpec
 
 log = logging.getLogger("sparkinfer")
 
@@ -108,31 +109,6 @@ def resolve_dtype(requested: str, device: str) -> Any:
     return torch.float32
 
 
-def bitsandbytes_config(quantization: QuantizationSpec, dtype: Any) -> Any:
-    """The transformers ``BitsAndBytesConfig`` for a QuantizationSpec.
-
-    Args:
-        quantization: The settings.
-        dtype: The model's torch dtype: the 4-bit compute dtype when ``compute_dtype="auto"``.
-    """
-    import torch
-    import transformers
-
-    skip = list(quantization.skip_modules) or None  # None keeps transformers' default (the output head)
-    if quantization.bits == 8:
-        return transformers.BitsAndBytesConfig(
-            load_in_8bit=True, llm_int8_threshold=quantization.outlier_threshold, llm_int8_skip_modules=skip
-        )
-    compute = dtype if quantization.compute_dtype == "auto" else getattr(torch, quantization.compute_dtype)
-    return transformers.BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quantization.quant_type,
-        bnb_4bit_use_double_quant=quantization.double_quant,
-        bnb_4bit_compute_dtype=compute,
-        llm_int8_skip_modules=skip,
-    )
-
-
 def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     """Load tokenizer, weights and task head for `spec` (no caching: see cache.get_model).
 
@@ -171,7 +147,8 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         # Without allow_pickle, transformers must not fall back to a pickle checkpoint it finds beside.
         kwargs = {**common, "dtype": dtype, "use_safetensors": None if spec.allow_pickle else True}
         if quantization is not None:
-            kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype)
+            keep = keep_narrow_layers(quantization, model_class, model_dir, device, **common)
+            kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype, keep)
             kwargs["device_map"] = {"": device}
         try:
             model = model_class.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)

@@ -26,6 +26,7 @@ import pytest
 from sparkinfer import notebook
 from sparkinfer.engine import cache
 from sparkinfer.errors import SpecError
+from tests.quantized import CPU_4BIT_PATHS, spark_cpu_4bit_path, use_cpu_4bit_path
 from tests.spark.helpers import single_torch_thread
 from tests.unit.helpers import ClassifierOracle, SentenceTransformerOracle
 from tests.unit.test_generation import GenerateOracle
@@ -288,22 +289,25 @@ def test_04_gpu_cluster_prints_confs_measures_budgets_and_runs_the_job(
 
 # Last: the other notebooks use MiniLM, which the Python workers keep cached from one notebook to the next.
 @pytest.mark.spark
+@pytest.mark.parametrize("path", CPU_4BIT_PATHS)
 def test_03_quantized_generation_equals_the_4bit_models_own_generate(
-    spark: Any, tiny_causal_lm: str, sample: list[dict[str, Any]]
+    spark: Any, monkeypatch: pytest.MonkeyPatch, tiny_causal_lm_4bit: str, sample: list[dict[str, Any]], path: str
 ) -> None:
     pytest.importorskip("bitsandbytes")
+    use_cpu_4bit_path(monkeypatch, path)  # the driver's oracle; the workers' path is set around the notebook
     rows, new = 6, 12
     template = "Module {module}. Docstring: {text}\nOne-line summary:"
-    oracle = GenerateOracle(tiny_causal_lm, causal=True, quantized=True)
-    plain = GenerateOracle(tiny_causal_lm, causal=True)
+    oracle = GenerateOracle(tiny_causal_lm_4bit, causal=True, quantized=True, cpu_4bit_path=path)
+    plain = GenerateOracle(tiny_causal_lm_4bit, causal=True)
     with single_torch_thread():
         expected = {r["id"]: oracle.details(template.format(**r), new) for r in sample[:rows]}
         float32 = {r["id"]: plain.details(template.format(**r), new) for r in sample[:rows]}
     assert float32 != expected  # so equality below shows that the 4-bit model ran
     assert {d["finish_reason"] for d in expected.values()} == {"stop", "length"}
-    dbutils = FakeDbutils(model=tiny_causal_lm, rows=rows, max_new_tokens=new)
+    dbutils = FakeDbutils(model=tiny_causal_lm_4bit, rows=rows, max_new_tokens=new)
 
-    ns = run_notebook("03_quantized_generation.py", spark=spark, dbutils=dbutils)
+    with spark_cpu_4bit_path(spark, monkeypatch, path):
+        ns = run_notebook("03_quantized_generation.py", spark=spark, dbutils=dbutils)
 
     assert dbutils.widgets.declared["quantization"] == "4bit" and dbutils.widgets.declared["template"] == template
     details = ns["details"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 import sparkinfer as si
 from sparkinfer import MissingDependencyError, QuantizationSpec
 from sparkinfer.engine.loading import load_model
-from tests.quantized import EmbeddingOracle, cosines, linear_weight_bytes
+from tests.quantized import CPU_4BIT_PATHS, EmbeddingOracle, cosines, linear_weight_bytes, spark_cpu_4bit_path
 
 pytestmark = pytest.mark.spark
 
@@ -66,20 +67,24 @@ def embed_through_spark(spark: Any, texts: list[str], minilm_path: str, **option
     return [r["emb"] for r in rows], embedded.schema["emb"].dataType.simpleString()
 
 
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize(("bits", "path"), [(8, None), *((4, path) for path in CPU_4BIT_PATHS)])
 def test_quantized_minilm_through_spark_equals_per_row_bitsandbytes(
-    spark: Any, minilm_path: str, texts: list[str], fp32_oracle: EmbeddingOracle, bits: int
+    spark: Any, monkeypatch: pytest.MonkeyPatch, minilm_path: str, texts: list[str], fp32_oracle: EmbeddingOracle,
+    bits: int, path: str | None,
 ) -> None:
-    vectors, spark_type = embed_through_spark(spark, texts, minilm_path, quantization=QUANTIZATION[bits])
+    with spark_cpu_4bit_path(spark, monkeypatch, path) if path else nullcontext():
+        vectors, spark_type = embed_through_spark(spark, texts, minilm_path, quantization=QUANTIZATION[bits])
     assert spark_type == "array<float>"
 
-    same = cosines(vectors, texts, EmbeddingOracle(minilm_path, bits=bits, normalize=True, max_length=MAX_LENGTH))
+    oracle = EmbeddingOracle(minilm_path, bits=bits, normalize=True, max_length=MAX_LENGTH, cpu_4bit_path=path)
+    same = cosines(vectors, texts, oracle)
     drift = cosines(vectors, texts, fp32_oracle)
     loaded = load_model(si.ModelSpec(minilm_path, task="embedding", quantization=QUANTIZATION[bits]), "cpu")
     full = load_model(si.ModelSpec(minilm_path, task="embedding"), "cpu")
     packed, fp32, kinds = linear_weight_bytes(loaded.model)
     report = {
         "bits": bits,
+        "cpu_4bit_path": path,
         "rows": len(texts),
         "vs_per_row_bitsandbytes": {"min": round(same.min(), 6), "mean": round(same.mean(), 6)},
         "drift_to_float32": {"min": round(drift.min(), 4), "mean": round(drift.mean(), 4)},

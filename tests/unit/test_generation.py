@@ -24,6 +24,8 @@ import pytest
 from sparkinfer import ModelSpec, SpecError
 from sparkinfer.engine import cache, run, run_stream
 from sparkinfer.engine.tasks.generation import _GumbelSampler, row_seed
+from tests.conftest import build_tiny_causal_lm
+from tests.quantized import CPU_4BIT_PATHS, use_cpu_4bit_path
 
 POSITIONS = 128  # the tiny GPT-2's n_positions
 EOS = 1
@@ -40,21 +42,31 @@ def empty_cache() -> Iterator[None]:
 class GenerateOracle:
     """Plain transformers ``generate``, one row at a time, memoized: (generated ids, prompt length)."""
 
-    def __init__(self, path: str, *, causal: bool, quantized: bool = False) -> None:
+    def __init__(
+        self, path: str, *, causal: bool, quantized: bool = False, cpu_4bit_path: str | None = None,
+        skip: list[str] | None = None,
+    ) -> None:
+        """`quantized`: NF4 as sparkinfer's "4bit" preset stands for on CPU, on bitsandbytes' `cpu_4bit_path`
+        (None: the CPU's own), keeping the `skip` modules (None: transformers' default) in full precision."""
         import torch
         import transformers
+
+        from sparkinfer.engine.faults import set_cpu_4bit_path
 
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         kwargs: dict[str, Any] = {}
         if quantized:
             kwargs = {
                 "quantization_config": transformers.BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                    llm_int8_skip_modules=skip,
                 ),
                 "device_map": {"": "cpu"},
             }
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSeq2SeqLM
         self.model = auto.from_pretrained(path, **kwargs).eval()
+        if cpu_4bit_path is not None:
+            set_cpu_4bit_path(self.model, cpu_4bit_path)
         self.causal = causal
         self._memo: dict[tuple[str, int, bool, str | None], tuple[list[int], int]] = {}
 
@@ -319,17 +331,65 @@ def test_row_seed_is_stable_and_depends_on_seed_and_prompt() -> None:
 # ---------------------------------------------------------------------------------------------- 4-bit
 
 
+@pytest.mark.parametrize("path", CPU_4BIT_PATHS)
 def test_4bit_generation_equals_the_4bit_models_own_per_row_generate(
-    tiny_causal_lm: str, prompts: list[str]
+    monkeypatch: pytest.MonkeyPatch, tiny_causal_lm_4bit: str, prompts: list[str], path: str
 ) -> None:
     pytest.importorskip("bitsandbytes")
-    oracle = GenerateOracle(tiny_causal_lm, causal=True, quantized=True)
+    use_cpu_4bit_path(monkeypatch, path)
+    cache.clear()
+    oracle = GenerateOracle(tiny_causal_lm_4bit, causal=True, quantized=True, cpu_4bit_path=path)
     texts = prompts[:24]
-    spec = ModelSpec(tiny_causal_lm, task="generation", max_new_tokens=10, quantization="4bit", batch_tokens=400,
-                     device="cpu")
-    out, _ = run(spec, pa.array(texts, pa.string()))
-    assert out.to_pylist() == [oracle.text(t, 10) for t in texts]
-    assert type(cache.get_model(spec, device="cpu")[0].model.transformer.h[0].attn.c_attn).__name__ == "Linear4bit"
+    spec = ModelSpec(tiny_causal_lm_4bit, task="generation", max_new_tokens=10, quantization="4bit",
+                     batch_tokens=400, device="cpu")
+    out, metrics = run(spec, pa.array(texts, pa.string()))
+    expected = [oracle.text(t, 10) for t in texts]
+    assert out.to_pylist() == expected and metrics.micro_batches > 1
+    assert expected != [GenerateOracle(tiny_causal_lm_4bit, causal=True).text(t, 10) for t in texts]  # 4 bits show
+    attention = cache.get_model(spec, device="cpu")[0].model.transformer.h[0].attn.c_attn
+    assert type(attention).__name__ == "Linear4bit"
+    assert getattr(attention.weight.quant_state, "packing_format_for_cpu", False) == (path == "packed")
+
+
+@pytest.fixture(scope="module")
+def narrow_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny GPT-2 at width 64 with a 96-wide MLP: ``mlp.c_fc`` (64 -> 96) fits bitsandbytes' packed CPU
+    kernel, ``mlp.c_proj`` (96 -> 64) does not (96 inputs are no whole number of 64-blocks)."""
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("narrow_causal_lm"), width=64, inner=96)
+
+
+@pytest.mark.parametrize("path", CPU_4BIT_PATHS)
+def test_layers_too_narrow_for_the_cpu_4bit_kernel_stay_full_precision_and_the_model_generates(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, narrow_causal_lm: str, prompts: list[str],
+    path: str,
+) -> None:
+    """Once failed every row on CPUs with AVX-512-BF16 (RuntimeError in bitsandbytes' repacking)."""
+    import logging
+
+    import torch
+
+    pytest.importorskip("bitsandbytes")
+    use_cpu_4bit_path(monkeypatch, path)
+    cache.clear()
+    texts = prompts[:16]
+    spec = ModelSpec(narrow_causal_lm, task="generation", max_new_tokens=10, quantization="4bit",
+                     batch_tokens=400, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="sparkinfer"):
+        out, metrics = run(spec, pa.array(texts, pa.string()))
+    warnings = [r.getMessage() for r in caplog.records if "full precision" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "keeping 2 layer(s)" in warnings[0] and "transformer.h.0.mlp.c_proj (96->64)" in warnings[0]
+
+    # The oracle states the expected layout on its own: transformers' default skip (the tied output head)
+    # plus the two narrow projections.
+    skip = ["lm_head", "transformer.h.0.mlp.c_proj", "transformer.h.1.mlp.c_proj"]
+    oracle = GenerateOracle(narrow_causal_lm, causal=True, quantized=True, cpu_4bit_path=path, skip=skip)
+    assert out.to_pylist() == [oracle.text(t, 10) for t in texts] and metrics.error_rows == 0
+    model = cache.get_model(spec, device="cpu")[0].model
+    for block in model.transformer.h:
+        assert type(block.mlp.c_proj).__name__ == "Conv1D"
+        assert {type(block.mlp.c_fc).__name__, type(block.attn.c_attn).__name__} == {"Linear4bit"}
+    assert type(model.lm_head) is torch.nn.Linear
 
 
 # ---------------------------------------------------------------------------------------------- job options

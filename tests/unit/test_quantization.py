@@ -21,8 +21,17 @@ import pytest
 from sparkinfer import MissingDependencyError, ModelSpec, QuantizationSpec, SpecError
 from sparkinfer._optional import check_installed
 from sparkinfer.engine import cache, run
-from sparkinfer.engine.loading import bitsandbytes_config, load_model
-from tests.quantized import EmbeddingOracle, build_encoder, cosines, linear_weight_bytes
+from sparkinfer.engine.loading import load_model
+from sparkinfer.engine.quantize import bitsandbytes_config
+from tests.quantized import (
+    CPU_4BIT_PATHS,
+    EmbeddingOracle,
+    assert_every_4bit_layer_repacks,
+    build_encoder,
+    cosines,
+    linear_weight_bytes,
+    use_cpu_4bit_path,
+)
 
 pytestmark = pytest.mark.usefixtures("empty_cache")
 
@@ -143,16 +152,61 @@ def test_loading_without_bitsandbytes_raises_missing_dependency(
 # ---------------------------------------------------------------------------------------- quantized runs
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_quantized_engine_equals_per_row_bitsandbytes(encoder: str, texts: list[str], bits: int) -> None:
+@pytest.mark.parametrize(("bits", "path"), [(8, None), *((4, path) for path in CPU_4BIT_PATHS)])
+def test_quantized_engine_equals_per_row_bitsandbytes(
+    monkeypatch: pytest.MonkeyPatch, encoder: str, texts: list[str], bits: int, path: str | None
+) -> None:
+    if path is not None:
+        use_cpu_4bit_path(monkeypatch, path)
     spec = ModelSpec(encoder, task="embedding", max_length=64, batch_tokens=512, quantization=f"{bits}bit")
     out, metrics = run(spec, pa.array(texts, pa.string()))
     assert metrics.micro_batches > 2  # several batches of several widths
-    oracle = EmbeddingOracle(encoder, bits=bits, normalize=False, max_length=64)
+    oracle = EmbeddingOracle(encoder, bits=bits, normalize=False, max_length=64, cpu_4bit_path=path)
     got = cosines(out.to_pylist(), texts, oracle)
     assert got.min() >= MIN_COSINE[bits], f"{bits}-bit: min cosine {got.min()} at row {got.argmin()}"
     loaded, _ = cache.get_model(spec)
     assert linear_weight_bytes(loaded.model)[2] == {BNB_LINEAR[bits]}
+    if path is not None:  # the path asked for is the one that ran: the packed one repacks at the first forward
+        states = {getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                  for m in loaded.model.modules() if type(m).__name__ == "Linear4bit"}
+        assert states == {path == "packed"}
+
+
+# ------------------------------------------------------------------------- bitsandbytes' packed CPU kernel
+
+
+@pytest.mark.parametrize(
+    ("in_features", "out_features"), [(64, 32), (128, 96), (32, 32), (96, 64), (64, 48), (65, 32), (64, 16)]
+)
+def test_the_narrow_layer_rule_is_the_one_bitsandbytes_repacking_enforces(in_features: int, out_features: int) -> None:
+    """`fits_cpu_4bit_kernel` against the real repacking (plain torch, so it runs on every CPU)."""
+    import inspect
+
+    import bitsandbytes.functional as bnbf
+    import torch
+    from bitsandbytes.nn import Params4bit
+
+    from sparkinfer.engine.quantize import BLOCKSIZE_4BIT, CPU_PACK_ROWS, fits_cpu_4bit_kernel
+
+    assert inspect.signature(bnbf._convert_weight_packed_for_cpu).parameters["block_n"].default == CPU_PACK_ROWS
+    torch.manual_seed(0)
+    weight = Params4bit(torch.randn(out_features, in_features), requires_grad=False, quant_type="nf4")
+    weight = weight._quantize("cpu")  # as transformers quantizes it on the way to the device
+    assert weight.quant_state.blocksize == BLOCKSIZE_4BIT
+    try:
+        bnbf._convert_weight_packed_for_cpu(weight.data, weight.quant_state)
+        repacked = True
+    except (RuntimeError, AssertionError):
+        repacked = False
+    assert fits_cpu_4bit_kernel(in_features, out_features) == repacked
+
+
+def test_every_layer_left_in_4bit_repacks_for_the_fused_kernel(encoder: str, tiny_classifier: str) -> None:
+    """What sparkinfer leaves in 4 bits on CPU never crashes the packed path, on any CPU."""
+    wide = load_model(ModelSpec(encoder, task="embedding", quantization="4bit"), "cpu")
+    assert assert_every_4bit_layer_repacks(wide.model) == 2 * 6 + 1  # 6 Linear per BERT layer, plus the pooler
+    narrow = load_model(ModelSpec(tiny_classifier, task="classification", quantization="4bit"), "cpu")
+    assert assert_every_4bit_layer_repacks(narrow.model) == 0  # 32 and 37 wide: all kept in full precision
 
 
 def test_a_quantized_model_is_loaded_in_place_never_moved(monkeypatch: pytest.MonkeyPatch, encoder: str) -> None:
