@@ -41,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -63,17 +62,9 @@ def log(message: str) -> None:
 
 
 def import_engine() -> Any:
-    """Import ``sparkinfer.engine``, from this checkout, without pyspark when it is not installed.
-
-    ``sparkinfer/__init__.py`` re-exports the Spark layer; the engine itself never imports pyspark. Without
-    pyspark, register ``sparkinfer`` as a bare package so that only its submodules load.
-    """
+    """Import ``sparkinfer.engine`` from this checkout when sparkinfer is not installed (it needs no pyspark)."""
     if importlib.util.find_spec("sparkinfer") is None:
         sys.path.insert(0, str(ROOT))
-    if importlib.util.find_spec("pyspark") is None:
-        package = types.ModuleType("sparkinfer")
-        package.__path__ = [str(ROOT / "sparkinfer")]
-        sys.modules["sparkinfer"] = package
     import sparkinfer.engine
 
     return sparkinfer.engine

