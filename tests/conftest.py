@@ -24,6 +24,21 @@ DATA = Path(__file__).parent / "data"
 collect_ignore = [] if os.environ.get("SPARKINFER_CONNECT_TESTS") == "1" else ["connect"]
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """The CPU paths this run takes (scripts/cpu_paths.sh forces the non-AVX-512 ones): for reading CI logs."""
+    import torch
+
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+
+        packed = "yes" if has_avx512bf16() else "no"
+    except ImportError:
+        packed = "bitsandbytes not installed"
+    return (f"sparkinfer CPU paths: torch kernels {torch.backends.cpu.get_cpu_capability()}, "
+            f"bitsandbytes AVX-512-BF16 4-bit kernel on this CPU: {packed}, "
+            f"SPARKINFER_FAULTS={os.environ.get('SPARKINFER_FAULTS', '')!r}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked gpu when this machine has no CUDA device (their CPU twins still run)."""
     import torch

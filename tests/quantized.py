@@ -28,14 +28,20 @@ def use_cpu_4bit_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     Skips the test for ``"packed"`` on a CPU without AVX-512-BF16, where the fused kernel cannot run;
     ``test_every_layer_left_in_4bit_repacks_for_the_fused_kernel`` still checks the repacking there.
     """
-    from bitsandbytes.functional import has_avx512bf16
-
     from sparkinfer.engine import faults
 
-    if path == "packed" and not has_avx512bf16():
-        pytest.skip("this CPU has no AVX-512-BF16, so bitsandbytes' fused 4-bit kernel cannot run here "
-                    "(the repacking it needs is checked on every CPU)")
+    if path == "packed" and not packed_4bit_kernel_here():
+        pytest.skip("no AVX-512-BF16 here (or scripts/cpu_paths.sh emulates a CPU without AVX-512), so "
+                    "bitsandbytes' fused 4-bit kernel does not run (the repacking it needs is checked on every CPU)")
     monkeypatch.setenv(faults.ENV, f"cpu_4bit_path={path}")
+
+
+def packed_4bit_kernel_here() -> bool:
+    """Whether bitsandbytes' fused 4-bit CPU kernel runs here: an AVX-512-BF16 CPU, not emulating AVX2."""
+    import torch
+    from bitsandbytes.functional import has_avx512bf16
+
+    return bool(has_avx512bf16()) and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def assert_every_4bit_layer_repacks(model: Any) -> int:
