@@ -126,6 +126,42 @@ def write(
     return _deltars.write(df, path, mode=mode, partition_by=columns, commit_metadata=commit_metadata)
 
 
+def repair_delta_statistics(path: str) -> int:
+    """Recompute the per-file statistics of a Delta table from its Parquet footers; commit those that differ.
+
+    Earlier versions of sparkinfer's delta-rs writer recorded, for every column after a struct or a map
+    (columns of several Parquet leaves), the min/max and null count of another column (a job's
+    ``sparkinfer_fingerprint`` got a prediction's); engines that skip files by those statistics (delta-rs
+    filters, Spark, Databricks, Trino) then silently miss rows. They also left boolean, float, timestamp
+    and long string columns without min/max, which delta-rs's pyarrow reader takes, in a filter on such a
+    column, as "no row of the file matches".
+
+    This recomputes each data file's statistics from its Parquet footer, as the writer now
+    does (only the float columns are read, to find NaN), and re-states every file whose recorded
+    statistics differ, as ONE commit of ``add`` actions for the same paths with ``dataChange=false``: no
+    data file is written, moved or removed, and streaming readers see no new data. Statistics other
+    writers recorded are replaced too when they differ (they may cover more, e.g. decimals or NaN-holding
+    floats: files are then skipped less, never wrongly). Files keep their paths, sizes, partition values
+    and modification times; ``tags`` of their old ``add`` actions are not carried over.
+
+    Older table versions keep their statistics: time travel to them can still miss rows. Run it while
+    nothing else writes to the table; a concurrent commit makes it fail, with nothing committed, rather
+    than re-add files that a concurrent OPTIMIZE or overwrite removed.
+
+    Args:
+        path: The table's directory or URI (one pyarrow can open).
+
+    Returns:
+        How many files got new statistics (0: nothing was committed).
+
+    Raises:
+        TableError: When there is no Delta table at `path`, it uses a feature this repair cannot honour
+            (deletion vectors in use, column mapping, ...), a data file differs from its log entry, or
+            the table changed during the repair.
+    """
+    return _deltars.repair_statistics(path)
+
+
 def table_exists(spark: SparkSession, path: str, format: WriteFormat, *, delta_engine: DeltaEngine = "auto") -> bool:
     """Whether a table of `format` exists at `path` (a Delta log, or any Parquet directory)."""
     if format == "delta":

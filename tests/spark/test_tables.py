@@ -109,9 +109,21 @@ def test_delta_round_trip_versions_and_modes(spark: Any, tmp_path: Path, delta_e
     assert _collected(si.read_table(spark, path, delta_engine=delta_engine)) == _expected(spark, 0, 30)
     if delta_engine == "delta-rs":  # the per-file statistics sparkinfer wrote, against each file's own rows
         for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
-            ids = pq.read_table(Path(path) / urllib.parse.unquote(action["path"])).column("id").to_pylist()
+            rows = pq.read_table(Path(path) / urllib.parse.unquote(action["path"])).to_pylist()
+            ids = [r["id"] for r in rows]
             assert (action["num_records"], action["min.id"], action["max.id"]) == (len(ids), min(ids), max(ids))
             assert action["null_count.text"] == 0
+            # Columns after the array and the struct: their own statistics (Parquet counts leaf columns),
+            # the struct's fields nested as Delta's protocol has them.
+            labels, days = [r["pred"]["label"] for r in rows], [r["day"] for r in rows]
+            assert (action["min.pred.label"], action["max.pred.label"]) == (min(labels), max(labels))
+            assert (action["min.day"], action["max.day"], action["null_count.day"]) == (min(days), max(days), 0)
+            assert action["null_count.emb"] is None  # a list's leaf counts null elements too: left out
+            # Timestamps to the millisecond, rounded outwards.
+            stamps = [r["ts"] for r in rows]
+            milli = datetime.timedelta(milliseconds=1)
+            assert action["min.ts"] <= min(stamps) < action["min.ts"] + milli
+            assert action["max.ts"] - milli < max(stamps) <= action["max.ts"]
 
     si.write_table(_frame(spark, 30, 10), path, "delta", mode="append", delta_engine=delta_engine)
     assert deltalake.DeltaTable(path).version() == 1
