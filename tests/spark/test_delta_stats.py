@@ -35,7 +35,7 @@ deltalake = pytest.importorskip("deltalake", reason="the delta extra (pip instal
 
 import sparkinfer as si  # noqa: E402
 from sparkinfer.engine import faults  # noqa: E402
-from sparkinfer.spark import _deltars  # noqa: E402
+from sparkinfer.spark import _deltastats  # noqa: E402
 from sparkinfer.spark.job import FINGERPRINT_COLUMN, Job, run  # noqa: E402
 from sparkinfer.spark.tables import repair_delta_statistics  # noqa: E402
 
@@ -304,7 +304,7 @@ def test_leaf_columns_follow_the_footer_with_dotted_names(tmp_path: Path) -> Non
     })
     pq.write_table(table, tmp_path / "f.parquet", row_group_size=1)
     metadata = pq.read_metadata(tmp_path / "f.parquet")
-    leaves = _deltars._leaf_columns(metadata.schema.to_arrow_schema())
+    leaves = _deltastats.leaf_columns(metadata.schema.to_arrow_schema())
     paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
     assert len(leaves) == len(paths) == 8
     for leaf, path in zip(leaves, paths):
@@ -312,7 +312,7 @@ def test_leaf_columns_follow_the_footer_with_dotted_names(tmp_path: Path) -> Non
             assert path.startswith(leaf.names[0] + "."), (leaf, path)
         else:
             assert path == ".".join(leaf.names), (leaf, path)
-    assert _deltars._file_stats(metadata) == {
+    assert _deltastats.file_stats(metadata) == {
         "numRecords": 2,
         "minValues": {"a.b": 1, "a": {"b": 9, "c": {"d": "q"}}, "z": "p"},
         "maxValues": {"a.b": 2, "a": {"b": 9, "c": {"d": "q"}}, "z": "p"},
@@ -338,14 +338,14 @@ def test_bounds_per_type_stay_bounds(tmp_path: Path) -> None:
     })
     pq.write_table(table, tmp_path / "f.parquet")
     metadata = pq.read_metadata(tmp_path / "f.parquet")
-    assert _deltars._nan_leaves(zip(table.column_names, table.columns)) == {("g",)}
-    stats = _deltars._file_stats(metadata, {("g",)})
+    assert _deltastats.nan_leaves(zip(table.column_names, table.columns)) == {("g",)}
+    stats = _deltastats.file_stats(metadata, {("g",)})
     assert stats["minValues"] == {"ts": "2024-01-01T00:00:00.123Z", "ntz": "2024-01-01T00:00:00.005",
                                   "s": "a" * 64, "flag": True, "f": -1.5}
     assert stats["maxValues"] == {"ts": "2024-01-01T00:00:02.000Z", "ntz": "2024-01-01T00:00:00.005",
                                   "s": "b" * 62 + "c", "flag": True, "f": 0.5}
     assert stats["maxValues"]["s"] > long_high and stats["nullCount"]["g"] == 0
-    assert "f" not in _deltars._file_stats(metadata)["minValues"]  # NaN unknown: no float bounds
+    assert "f" not in _deltastats.file_stats(metadata)["minValues"]  # NaN unknown: no float bounds
 
 
 # -------------------------------------------------------------------------------- the job, every task
@@ -517,7 +517,7 @@ def test_repair_commits_nothing_when_the_table_changes_meanwhile(
     anyway would bring their rows back a second time."""
     root = tmp_path / "old"
     _table_with_old_statistics(generic_table, root)
-    real = _deltars._file_stats
+    real = _deltastats.file_stats
     compacted: list[Any] = []
     lock = threading.Lock()  # footers are read by a thread pool
 
@@ -527,7 +527,7 @@ def test_repair_commits_nothing_when_the_table_changes_meanwhile(
                 compacted.append(deltalake.DeltaTable(str(root)).optimize.compact())
         return real(metadata, nan_leaves)
 
-    monkeypatch.setattr(_deltars, "_file_stats", compact_first)
+    monkeypatch.setattr(_deltastats, "file_stats", compact_first)
     with pytest.raises(si.TableError, match="changed while its statistics were being repaired"):
         repair_delta_statistics(str(root))
     assert compacted and compacted[0]["numFilesRemoved"] == 6
