@@ -26,7 +26,7 @@ from sparkinfer.errors import (
 from sparkinfer.spec import ModelSpec, QuantizationSpec
 
 if TYPE_CHECKING:
-    from sparkinfer.spark.tables import read_table, write_table
+    from sparkinfer.spark.tables import read_table, repair_delta_statistics, write_table
     from sparkinfer.spark.udf import classify, classify_tokens, embed, generate, predict, prompt, register
 
 __version__ = "0.1.0"
@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 _SPARK_NAMES = {
     **dict.fromkeys(("classify", "classify_tokens", "embed", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
-    **dict.fromkeys(("read_table", "write_table"), "sparkinfer.spark.tables"),
+    **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
 }
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "prompt",
     "read_table",
     "register",
+    "repair_delta_statistics",
     "write_table",
 ]
 

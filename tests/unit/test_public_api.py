@@ -22,7 +22,7 @@ HOMES = {
     **dict.fromkeys(("ModelSpec", "QuantizationSpec"), "sparkinfer.spec"),
     **dict.fromkeys(("classify", "classify_tokens", "embed", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
-    **dict.fromkeys(("read_table", "write_table"), "sparkinfer.spark.tables"),
+    **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
 }
 
 
