@@ -16,10 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.spark.conftest import varied_classifier
-
-__all__ = ["varied_classifier"]
-
 SERVER = Path(__file__).with_name("server.py")
 
 

@@ -47,12 +47,6 @@ def texts(rows: list[dict[str, Any]]) -> list[str | None]:
 
 
 @pytest.fixture(scope="module")
-def classifier(varied_classifier: str) -> str:
-    """The Spark tier's 3-label classifier, whose predictions differ from row to row."""
-    return varied_classifier
-
-
-@pytest.fixture(scope="module")
 def frame(spark: Any, rows: list[dict[str, Any]]) -> Any:
     """The rows as a Connect DataFrame in three partitions, out of id order."""
     return spark.createDataFrame([(r["id"], r["text"]) for r in rows], SCHEMA).repartition(3)
@@ -76,15 +70,15 @@ def test_embed_equals_sentence_transformers(frame: Any, minilm_path: str, texts:
 
 
 def test_classify_and_sql_function_equal_transformers(
-    spark: Any, frame: Any, classifier: str, texts: list[str | None]
+    spark: Any, frame: Any, tiny_classifier: str, texts: list[str | None]
 ) -> None:
-    spec = si.ModelSpec(classifier, task="classification", **ON_CPU)
+    spec = si.ModelSpec(tiny_classifier, task="classification", **ON_CPU)
     si.register(spark, "classify_text", spec)
     frame.createOrReplaceTempView("connect_docs")
-    by_column = frame.withColumn("pred", si.classify("text", classifier, **ON_CPU)).collect()
+    by_column = frame.withColumn("pred", si.classify("text", tiny_classifier, **ON_CPU)).collect()
     by_sql = spark.sql("SELECT id, classify_text(text) AS pred FROM connect_docs").collect()
     with single_torch_thread():
-        oracle = ClassifierOracle(classifier)
+        oracle = ClassifierOracle(tiny_classifier)
         assert_classification_matches(_by_id(by_column, "pred"), texts, oracle)
         assert_classification_matches(_by_id(by_sql, "pred"), texts, oracle)
 
@@ -115,13 +109,13 @@ def input_table(rows: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFac
 
 
 def test_job_writes_delta_and_resumes(
-    spark: Any, input_table: str, classifier: str, texts: list[str | None], tmp_path: Path
+    spark: Any, input_table: str, tiny_classifier: str, texts: list[str | None], tmp_path: Path
 ) -> None:
     import deltalake
 
     output = str(tmp_path / "pred")
-    job = Job(input=input_table, output=output, spec=si.ModelSpec(classifier, task="classification", **ON_CPU),
-              key="id", chunk_rows=12, format="delta")
+    spec = si.ModelSpec(tiny_classifier, task="classification", **ON_CPU)
+    job = Job(input=input_table, output=output, spec=spec, key="id", chunk_rows=12, format="delta")
     first = run(spark, job)
     assert (first.rows_in, first.rows_out, first.rows_skipped) == (ROWS, ROWS, 0)
     assert first.chunks == 2 and len(first.delta_versions) == 2
@@ -130,7 +124,8 @@ def test_job_writes_delta_and_resumes(
     assert first.metrics.real_tokens > 0
     table = deltalake.DeltaTable(output).to_pyarrow_table().sort_by("id")
     with single_torch_thread():
-        assert_classification_matches(table.column("prediction").combine_chunks(), texts, ClassifierOracle(classifier))
+        oracle = ClassifierOracle(tiny_classifier)
+        assert_classification_matches(table.column("prediction").combine_chunks(), texts, oracle)
 
     again = run(spark, job)
     assert (again.rows_out, again.rows_skipped) == (0, ROWS)
@@ -138,12 +133,12 @@ def test_job_writes_delta_and_resumes(
 
 
 def test_sparkinfer_run_remote(
-    connect_url: str, input_table: str, classifier: str, texts: list[str | None], tmp_path: Path
+    connect_url: str, input_table: str, tiny_classifier: str, texts: list[str | None], tmp_path: Path
 ) -> None:
     output, report = tmp_path / "pred", tmp_path / "report.json"
     command = [
         str(Path(sys.executable).parent / "sparkinfer"), "run", "--remote", connect_url, "--input", input_table,
-        "--output", str(output), "--format", "parquet", "--model", classifier, "--task", "classification",
+        "--output", str(output), "--format", "parquet", "--model", tiny_classifier, "--task", "classification",
         "--device", "cpu", "--report", str(report),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=dict(os.environ))
@@ -151,4 +146,5 @@ def test_sparkinfer_run_remote(
     assert json.loads(report.read_text())["rows_out"] == ROWS
     table = pq.read_table(output).sort_by("id")
     with single_torch_thread():
-        assert_classification_matches(table.column("prediction").combine_chunks(), texts, ClassifierOracle(classifier))
+        oracle = ClassifierOracle(tiny_classifier)
+        assert_classification_matches(table.column("prediction").combine_chunks(), texts, oracle)

@@ -189,16 +189,16 @@ def test_gpu_cluster_confs_give_each_task_a_whole_gpu_and_its_share_of_cores() -
 
 @pytest.mark.spark
 def test_01_quickstart_embeds_classifies_and_searches_in_sql(
-    spark: Any, minilm_path: str, varied_classifier: str, sample: list[dict[str, Any]],
+    spark: Any, minilm_path: str, tiny_classifier: str, sample: list[dict[str, Any]],
     st_oracle: SentenceTransformerOracle,
 ) -> None:
     rows, query = 8, "read a file line by line"
     texts = {r["id"]: r["text"] for r in sample[:rows]}
-    classifier = ClassifierOracle(varied_classifier)
+    classifier = ClassifierOracle(tiny_classifier)
     with single_torch_thread():
         probs = {i: classifier.scores(t) for i, t in texts.items()}
         ranking = sorted(texts, key=lambda i: -float(st_oracle(texts[i]) @ st_oracle(query)))
-    dbutils = FakeDbutils(classifier=varied_classifier, rows=rows)
+    dbutils = FakeDbutils(classifier=tiny_classifier, rows=rows)
 
     ns = run_notebook("01_quickstart.py", spark=spark, dbutils=dbutils)
 

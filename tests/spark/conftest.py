@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import build_tiny_model
 from tests.spark.helpers import DOCS_PARQUET, LABELS, NULL_IDS, Doc, Probs, Vector, single_torch_thread
+from tests.unit.helpers import swap_blind_pairs
 
 
 @pytest.fixture(scope="session")
@@ -70,32 +70,23 @@ def st_vectors(minilm_path: str, doc_rows: dict[int, Doc]) -> dict[int, Vector]:
 
 
 @pytest.fixture(scope="session")
-def varied_classifier(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
-    """A tiny 3-label classifier (neg/neu/pos) whose predictions vary from row to row.
+def varied_classifier(tiny_classifier: str) -> str:
+    """The former name of `tiny_classifier`, from when only this tier's copy varied from row to row.
 
-    The shared `tiny_classifier` (initializer_range 0.02) labels every docstring 'neg', with scores that
-    differ by ~1e-5 between rows: checks on it could not tell rows apart. Larger initial weights give
-    all three labels on the sample, with top-1/top-2 margins (> 1e-3) far above float noise.
+    tests/spark/test_delta_stats.py still asks for it by this name; drop the alias once it asks for
+    `tiny_classifier`.
     """
-    return build_tiny_model(
-        tmp_path_factory.mktemp("varied_classifier"),
-        minilm_path,
-        "AutoModelForSequenceClassification",
-        num_labels=3,
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        initializer_range=0.5,
-    )
+    return tiny_classifier
 
 
 @pytest.fixture(scope="session")
-def classifier_probs(varied_classifier: str, doc_rows: dict[int, Doc]) -> dict[int, Probs]:
+def classifier_probs(tiny_classifier: str, doc_rows: dict[int, Doc]) -> dict[int, Probs]:
     """id → softmax probabilities in label-id order, from transformers run on each docstring alone."""
     import torch
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(varied_classifier)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(varied_classifier).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_classifier)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
     assert [model.config.id2label[i] for i in range(model.config.num_labels)] == LABELS
     probs = {}
     with single_torch_thread(), torch.inference_mode():
@@ -103,9 +94,11 @@ def classifier_probs(varied_classifier: str, doc_rows: dict[int, Doc]) -> dict[i
             if doc.text is not None:
                 encoded = tokenizer(doc.text, truncation=True, return_tensors="pt")
                 probs[i] = torch.softmax(model(**encoded).logits[0].double(), dim=-1).numpy()
-    # The oracle only proves something if it tells rows apart: every label must win somewhere.
+    # The oracle only proves something if it tells rows apart: every label must win somewhere, and a row's
+    # label and best score must not pass for another row's (0.004 % of the pairs of docstrings do).
     best = np.array([p.argmax() for p in probs.values()])
     assert set(best) == {0, 1, 2}, np.bincount(best)
+    assert swap_blind_pairs(list(probs.values())) < 1e-4
     return probs
 
 

@@ -24,10 +24,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def classified(
     request: pytest.FixtureRequest,
     docs_df: Any,
-    varied_classifier: str,
+    tiny_classifier: str,
 ) -> tuple[str, dict[int, Any]]:
     """The variant's name, and id → output Row of one Spark job classifying every row of `docs_df`."""
-    column = si.classify("text", varied_classifier, **VARIANTS[request.param], **ON_CPU)
+    column = si.classify("text", tiny_classifier, **VARIANTS[request.param], **ON_CPU)
     return request.param, rows_by_id(docs_df.select("*", column.alias("pred")).collect())
 
 

@@ -21,7 +21,7 @@ CLASSIFY_OPTIONS = {"top_k": 2, **ON_CPU}
 
 @pytest.fixture(scope="module")
 def both_paths(
-    docs_df: Any, minilm_path: str, varied_classifier: str
+    docs_df: Any, minilm_path: str, tiny_classifier: str
 ) -> dict[str, tuple[dict[int, Any], dict[int, Any]]]:
     """{"arrow": ..., "pandas": ...}: (embeddings, classifications) by id from each UDF flavour.
 
@@ -35,7 +35,7 @@ def both_paths(
         return rows_by_id(subset.select("id", column.alias("v")).collect())
 
     def classify() -> dict[int, Any]:
-        column = si.classify("text", varied_classifier, **CLASSIFY_OPTIONS)
+        column = si.classify("text", tiny_classifier, **CLASSIFY_OPTIONS)
         return rows_by_id(subset.select("id", column.alias("v")).collect())
 
     arrow_embeddings = embed()

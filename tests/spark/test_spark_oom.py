@@ -19,6 +19,8 @@ import pytest
 import sparkinfer as si
 from sparkinfer.engine import faults
 from sparkinfer.spark.job import Job, run
+from tests.spark.helpers import single_torch_thread
+from tests.unit.helpers import TOLERANCE, ClassifierOracle, assert_classification_matches
 
 pytestmark = pytest.mark.spark
 
@@ -30,12 +32,12 @@ def _predictions(spark: Any, path: str) -> dict[int, Any]:
 
 
 def test_an_injected_oom_in_the_workers_splits_and_the_job_completes(
-    spark: Any, varied_classifier: str, docs: list[str], tmp_path: Path
+    spark: Any, tiny_classifier: str, docs: list[str], tmp_path: Path
 ) -> None:
     rows = [{"id": i, "text": None if i % 13 == 0 else docs[i]} for i in range(120)]
     source = tmp_path / "input.parquet"
     pq.write_table(pa.Table.from_pylist(rows), source)
-    spec = si.ModelSpec(varied_classifier, task="classification", max_length=64, batch_tokens=1024,
+    spec = si.ModelSpec(tiny_classifier, task="classification", max_length=64, batch_tokens=1024,
                         return_all_scores=True)
 
     def job(name: str) -> Job:
@@ -62,5 +64,11 @@ def test_an_injected_oom_in_the_workers_splits_and_the_job_completes(
             continue
         assert got[key]["label"] == expected["label"]
         assert [s["score"] for s in got[key]["scores"]] == pytest.approx(
-            [s["score"] for s in expected["scores"]], abs=1e-6
+            [s["score"] for s in expected["scores"]], abs=TOLERANCE
         )
+    # ...and both are right: each row's prediction is what transformers gives its text alone.
+    ids = [r["id"] for r in rows]
+    with single_torch_thread():
+        predictions = pa.array([None if got[i] is None else got[i].asDict(recursive=True) for i in ids])
+        assert_classification_matches(predictions, [r["text"] for r in rows], ClassifierOracle(tiny_classifier),
+                                      max_length=64)

@@ -45,13 +45,13 @@ def test_sql_embedding_equals_column_api(
 
 
 def test_sql_classification_equals_column_api(
-    spark: Any, docs_view: Any, varied_classifier: str, classifier_probs: dict[int, Probs]
+    spark: Any, docs_view: Any, tiny_classifier: str, classifier_probs: dict[int, Probs]
 ) -> None:
     options = {"return_all_scores": True, **ON_CPU}
-    si.register(spark, "classify_text", varied_classifier, task="classification", **options)
+    si.register(spark, "classify_text", tiny_classifier, task="classification", **options)
     from_sql = rows_by_id(spark.sql("SELECT id, classify_text(text) AS pred FROM docs").collect())
     from_column = rows_by_id(
-        docs_view.select("id", si.classify("text", varied_classifier, **options).alias("pred")).collect()
+        docs_view.select("id", si.classify("text", tiny_classifier, **options).alias("pred")).collect()
     )
 
     assert set(from_sql) == set(from_column) and len(from_sql) == 50 + len(NULL_IDS)

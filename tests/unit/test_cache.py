@@ -1,7 +1,7 @@
 """The per-process model cache: one load per spec, batching fields share it, a new model evicts the old."""
 
 from __future__ import annotations
-
+from collections.abc import Callable
 
 import pyarrow as pa
 import pytest
@@ -9,6 +9,7 @@ import pytest
 from sparkinfer import ModelSpec
 from sparkinfer.engine import cache, run
 from sparkinfer.engine.cache import CacheStats
+from tests.unit.helpers import ClassifierOracle, assert_classification_matches
 
 pytestmark = pytest.mark.usefixtures("empty_cache")
 
@@ -16,13 +17,15 @@ pytestmark = pytest.mark.usefixtures("empty_cache")
 TEXTS = pa.array(["a short row", None, "another row"], pa.string())
 
 
-def test_same_spec_loads_once(tiny_classifier: str) -> None:
+def test_same_spec_loads_once(tiny_classifier: str, classifier_oracle: Callable[[str], ClassifierOracle]) -> None:
     spec = ModelSpec(tiny_classifier, task="classification")
     first_out, first = run(spec, TEXTS)
     second_out, second = run(spec, TEXTS)
     assert cache.stats() == CacheStats(loads=1, hits=1)
     assert (first.model_loads, second.model_loads) == (1, 0)
     assert first.model_load_seconds > 0 and second.model_load_seconds == 0
+    # The model served from the cache is the right one, and gives each row its own answer.
+    assert_classification_matches(second_out, TEXTS.to_pylist(), classifier_oracle(tiny_classifier))
     assert second_out.to_pylist() == first_out.to_pylist()
 
 

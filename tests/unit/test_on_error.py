@@ -2,11 +2,12 @@
 
 A row "the model cannot handle" is made with the fault hook: ``SPARKINFER_FAULTS=fail_on_token=ID`` makes
 any micro-batch holding token ID raise ValueError, so every row whose text holds the poison word fails,
-wherever batching put it. The other rows must equal a clean run.
+wherever batching put it. The other rows must equal the per-row oracle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ import pytest
 
 from sparkinfer import InferenceError, ModelSpec, SpecError
 from sparkinfer.engine import faults, output_type, run, run_stream
+from tests.unit.helpers import ClassifierOracle, assert_classification_matches
 
 pytestmark = pytest.mark.usefixtures("empty_cache")
 
@@ -42,13 +44,13 @@ def _spec(model: str, **options: Any) -> ModelSpec:
     return ModelSpec(model, task="classification", max_length=64, batch_tokens=1024, **options)
 
 
-def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
-    assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-6)
-
-
 @pytest.mark.parametrize("on_error", ["null", "column"])
-def test_only_the_guilty_rows_fail_and_the_others_equal_a_clean_run(
-    tiny_classifier: str, docs: list[str], on_error: str, monkeypatch: pytest.MonkeyPatch, poisoned: None
+def test_only_the_guilty_rows_fail_and_the_others_equal_the_oracle(
+    tiny_classifier: str,
+    classifier_oracle: Callable[[str], ClassifierOracle],
+    docs: list[str],
+    on_error: str,
+    poisoned: None,
 ) -> None:
     texts = _texts(docs, 120, poison_every=9)
     guilty = {i for i, t in enumerate(texts) if t is not None and POISON in t}
@@ -56,25 +58,23 @@ def test_only_the_guilty_rows_fail_and_the_others_equal_a_clean_run(
     batches = [pa.array(texts[i : i + 25], pa.string()) for i in range(0, len(texts), 25)]
     seen: list[Any] = []
     out = pa.concat_arrays(list(run_stream(spec.with_options(buffer_rows=50), batches, on_metrics=seen.append)))
-    monkeypatch.delenv(faults.ENV)
-    clean, _ = run(_spec(tiny_classifier), pa.array(texts, pa.string()))
 
     assert out.type == output_type(spec)
     assert sum(m.error_rows for m in seen) == len(guilty)
-    for i, (got, want) in enumerate(zip(out.to_pylist(), clean.to_pylist())):
-        if texts[i] is None:
-            assert got is None
-        elif on_error == "null":
-            if i in guilty:
-                assert got is None
+    rows = out.to_pylist()
+    if on_error == "column":
+        for i, row in enumerate(rows):
+            if texts[i] is None:
+                assert row is None, f"row {i}"
+            elif i in guilty:
+                assert row["result"] is None, f"row {i}"
+                assert row["error"].startswith("ValueError: injected by SPARKINFER_FAULTS"), f"row {i}"
             else:
-                _assert_same(got, want)
-        elif i in guilty:
-            assert got["result"] is None
-            assert got["error"].startswith("ValueError: injected by SPARKINFER_FAULTS")
-        else:
-            assert got["error"] is None
-            _assert_same(got["result"], want)
+                assert row["error"] is None, f"row {i}: {row['error']}"
+        rows = [None if row is None else row["result"] for row in rows]
+    # Every other row is what the model gives that row alone (a guilty row's answer is null).
+    expected_texts = [None if i in guilty else text for i, text in enumerate(texts)]
+    assert_classification_matches(pa.array(rows), expected_texts, classifier_oracle(tiny_classifier), max_length=64)
 
 
 def test_raise_names_the_failing_rows_position_in_the_stream(

@@ -16,7 +16,7 @@ import pytest
 
 from sparkinfer import InferenceError, ModelSpec, SpecError
 from sparkinfer.engine import Metrics, cache, run, run_stream
-from tests.unit.helpers import ClassifierOracle, assert_classification_matches
+from tests.unit.helpers import TOLERANCE, ClassifierOracle, assert_classification_matches
 
 pytestmark = pytest.mark.usefixtures("empty_cache")
 
@@ -75,7 +75,7 @@ def test_an_injected_oom_splits_and_the_outputs_equal_the_unsplit_run(
             assert got is None
         else:
             assert got["label"] == expected["label"]
-            assert got["score"] == pytest.approx(expected["score"], abs=1e-6)
+            assert got["score"] == pytest.approx(expected["score"], abs=TOLERANCE)
     assert_classification_matches(split, texts, classifier_oracle(tiny_classifier), max_length=64)
 
 
@@ -146,7 +146,10 @@ def test_a_real_cuda_oom_is_split(minilm_path: str, docs: list[str]) -> None:
 
 
 def test_the_environment_fault_hook_injects_an_oom_and_rejects_garbage(
-    tiny_classifier: str, docs: list[str], monkeypatch: pytest.MonkeyPatch
+    tiny_classifier: str,
+    classifier_oracle: Callable[[str], ClassifierOracle],
+    docs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sparkinfer.engine import faults
 
@@ -157,7 +160,8 @@ def test_the_environment_fault_hook_injects_an_oom_and_rejects_garbage(
     split, metrics = run(spec, texts)
     assert clean.oom_splits == 0 and metrics.oom_splits > 0
     for got, want in zip(split.to_pylist(), unsplit.to_pylist()):
-        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-6)
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=TOLERANCE)
+    assert_classification_matches(split, texts.to_pylist(), classifier_oracle(tiny_classifier), max_length=64)
     monkeypatch.setenv(faults.ENV, "oom_above=3")
     with pytest.raises(SpecError, match="oom_above_rows"):
         run(spec, texts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pytest
 
 from sparkinfer import ModelSpec
 from sparkinfer.engine import Metrics, cache, run, run_stream, runner
+from tests.unit.helpers import ClassifierOracle, assert_classification_matches
 
 pytestmark = pytest.mark.usefixtures("empty_cache")
 
@@ -27,11 +29,15 @@ def stream(spec: ModelSpec, docs: list[str]) -> tuple[list[Any], list[Metrics]]:
     return [row for out in outs for row in out.to_pylist()], calls
 
 
-def test_overlap_changes_nothing_but_timing(tiny_classifier: str, docs: list[str]) -> None:
+def test_overlap_changes_nothing_but_timing(
+    tiny_classifier: str, classifier_oracle: Callable[[str], ClassifierOracle], docs: list[str]
+) -> None:
     spec = ModelSpec(tiny_classifier, task="classification", batch_tokens=256, buffer_rows=20)
     with_overlap, calls_on = stream(spec, docs)
     without, calls_off = stream(spec.with_options(overlap=False), docs)
     assert with_overlap == without  # same micro-batches, so bit-identical outputs
+    # ...and both right: a micro-batch padded ahead must come back to its own rows.
+    assert_classification_matches(pa.array(with_overlap), list(docs[:60]), classifier_oracle(tiny_classifier))
     counters = ("rows", "real_tokens", "padded_tokens", "truncated_rows", "micro_batches", "oom_splits")
     def counts(calls: list[Metrics]) -> list[list[int]]:
         return [[getattr(m, c) for c in counters] for m in calls]

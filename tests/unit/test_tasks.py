@@ -29,6 +29,7 @@ from tests.unit.helpers import (
     SentenceTransformerOracle,
     assert_classification_matches,
     assert_embeddings_match,
+    swap_blind_pairs,
 )
 
 POOLINGS = ["mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens"]
@@ -243,6 +244,24 @@ CLASSIFIERS = [
     ("single_logit_classifier", "sigmoid"),
     ("regression_model", "none"),
 ]
+
+
+@pytest.mark.parametrize(("fixture", "function"), CLASSIFIERS, ids=[c[0] for c in CLASSIFIERS])
+def test_the_classifiers_tell_rows_apart(
+    request: pytest.FixtureRequest,
+    classifier_oracle: Callable[[str], ClassifierOracle],
+    mixed_texts: list[str | None],
+    docs: list[str],
+    fixture: str,
+    function: str,
+) -> None:
+    """The checks here would miss rows swapped by the engine if two rows' answers agreed within 1e-5."""
+    oracle = classifier_oracle(request.getfixturevalue(fixture))
+    texts = [t for t in [*mixed_texts, *docs[100:130]] if t is not None]
+    scores = [oracle.scores(t, function=function) for t in texts]
+    assert swap_blind_pairs(scores) == 0
+    if len(oracle.labels) > 1:  # the label alone must tell rows apart too
+        assert len({int(np.argmax(s)) for s in scores}) == len(oracle.labels)
 
 
 @pytest.mark.parametrize(("fixture", "function"), CLASSIFIERS, ids=[c[0] for c in CLASSIFIERS])
