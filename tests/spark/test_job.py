@@ -1,14 +1,16 @@
 """The prediction job: spark-submit on local[2] and local-cluster, kill and resume, fingerprints, run report.
 
-Predictions are checked against the engine run on the driver over the same texts (the oracle the core's
-tests tie to plain transformers), and against an uninterrupted run of the same job. The tiny classifier
-keeps a few thousand rows fast.
+Predictions are checked against plain transformers run on each text alone (the unit tier's classifier
+oracle), and against an uninterrupted run of the same job. The tiny classifier keeps a few thousand rows
+fast, and its predictions differ from row to row, so a row given another row's prediction is seen.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -33,6 +35,8 @@ import sparkinfer as si  # noqa: E402
 from sparkinfer.engine import faults  # noqa: E402
 from sparkinfer.spark.job import FINGERPRINT_COLUMN, Job, fingerprint, main, run  # noqa: E402
 from sparkinfer.spark.tables import spark_has_delta  # noqa: E402
+from tests.spark.helpers import probe_workers, single_torch_thread  # noqa: E402
+from tests.unit.helpers import TOLERANCE, ClassifierOracle, FloatArray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "predict_table.py"
@@ -75,11 +79,10 @@ def _spec(model: str, **options: Any) -> si.ModelSpec:
                         batch_tokens=512, **options)
 
 
-def _engine_reference(spec: si.ModelSpec, texts: list[str | None]) -> list[dict[str, Any] | None]:
-    from sparkinfer.engine import run as engine_run
-
-    out, _ = engine_run(spec, pa.array(texts, pa.string()))
-    return list(out.to_pylist())
+@pytest.fixture(scope="module")
+def oracle(tiny_classifier: str) -> ClassifierOracle:
+    """Plain transformers on one text at a time, memoized: the tests below share its 3,600 forward passes."""
+    return ClassifierOracle(tiny_classifier)
 
 
 def _output(spark: Any, path: str, columns: tuple[str, ...] = ("text_prediction", "title_prediction")) -> dict[
@@ -92,25 +95,45 @@ def _output(spark: Any, path: str, columns: tuple[str, ...] = ("text_prediction"
 
 
 def _assert_same_prediction(got: Any, want: dict[str, Any] | None) -> None:
+    """Two runs of the job gave the same prediction (up to float32 batching noise)."""
     if want is None:
         assert got is None
         return
     got = got.asDict(recursive=True) if hasattr(got, "asDict") else got
     assert [s["label"] for s in got["scores"]] == [s["label"] for s in want["scores"]]
-    assert [s["score"] for s in got["scores"]] == pytest.approx([s["score"] for s in want["scores"]], abs=1e-6)
+    assert [s["score"] for s in got["scores"]] == pytest.approx([s["score"] for s in want["scores"]], abs=TOLERANCE)
     top = sorted((s["score"] for s in want["scores"]), reverse=True)
-    if top[0] - top[1] > 1e-5:  # a near-tie may flip under float32 batching noise; the scores matched anyway
+    if top[0] - top[1] > TOLERANCE:  # a near-tie may flip under float32 batching noise; the scores matched anyway
         assert got["label"] == want["label"]
 
 
-def _assert_matches_engine(spark: Any, path: str, spec: si.ModelSpec, rows: dict[int, dict[str, Any]]) -> None:
+def _assert_oracle_prediction(got: Any, want: FloatArray | None, labels: list[str]) -> None:
+    """A return_all_scores prediction holds the oracle's scores for its own text, every label in id order."""
+    if want is None:
+        assert got is None
+        return
+    got = got.asDict(recursive=True) if hasattr(got, "asDict") else got
+    assert [s["label"] for s in got["scores"]] == labels
+    assert [s["score"] for s in got["scores"]] == pytest.approx(list(want), abs=TOLERANCE)
+    assert got["score"] == pytest.approx(want.max(), abs=TOLERANCE)
+    assert want[labels.index(got["label"])] >= want.max() - TOLERANCE  # the best label, or one tied with it
+
+
+def _assert_matches_oracle(
+    spark: Any, path: str, oracle: ClassifierOracle, rows: dict[int, dict[str, Any]], function: str = "softmax"
+) -> None:
+    """Every key of `rows` is in the output once, each column's prediction that of the oracle on its text."""
     out = _output(spark, path)
     assert sorted(out) == sorted(rows)
-    ids = sorted(rows)
-    for column, index in (("text", 2), ("title", 3)):
-        reference = _engine_reference(spec, [rows[i][column] for i in ids])
-        for i, want in zip(ids, reference):
-            _assert_same_prediction(out[i][index], want)
+    with single_torch_thread():
+        for i in sorted(rows):
+            for column, index in (("text", 2), ("title", 3)):
+                text = rows[i][column]
+                want = None if text is None else oracle.scores(text, MAX_LENGTH, function)
+                try:
+                    _assert_oracle_prediction(out[i][index], want, oracle.labels)
+                except AssertionError as exc:
+                    raise AssertionError(f"id {i}, {column} {text!r:.60}: {exc}") from exc
 
 
 def _config(path: Path, **options: Any) -> str:
@@ -125,46 +148,70 @@ def _submit_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str,
-                  tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
-    """The job run once, in-process and uninterrupted, on the whole corpus: its report and output."""
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, float]:
+    """The job run once, in-process and uninterrupted, on the whole corpus, by Python workers that hold no
+    model yet: its report, its output, and the wall time the driver measured around it."""
     output = str(tmp_path_factory.mktemp("uninterrupted") / "out")
     job = Job(input=corpus[0], output=output, spec=_spec(tiny_classifier), input_cols=("text", "title"),
               key="id", chunk_rows=1500, delta_engine="delta-rs")
-    return run(spark, job), output
+    probe_workers(spark, tasks=8, reset=True)  # so that the report must count model loads
+    started = time.perf_counter()
+    report = run(spark, job)
+    return report, output, time.perf_counter() - started
 
 
-def test_run_report_values(uninterrupted: tuple[Any, str], corpus: tuple[str, dict[int, dict[str, Any]]],
-                           tiny_classifier: str) -> None:
+def test_run_report_values(spark: Any, uninterrupted: tuple[Any, str, float],
+                           corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str) -> None:
+    """Each value of the report against one computed without it: the tokenizer's own counts, the
+    driver's clock, the Delta log, the fingerprint's documented fields."""
     import transformers
 
-    report, _ = uninterrupted
+    report, output, wall = uninterrupted
     values = report.to_dict()
     rows = corpus[1]
     texts = [r[c] for r in rows.values() for c in ("text", "title") if r[c] is not None]
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_classifier)
     full = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    real = sum(min(n, MAX_LENGTH) for n in full)
     assert values["rows_in"] == values["rows_out"] == ROWS
-    assert values["rows_skipped"] == 0 and values["errors"] == 0
+    assert values["rows_skipped"] == values["rows_replaced"] == 0 and values["errors"] == 0
     assert values["engine"]["rows"] == 2 * ROWS  # two input columns
-    assert values["engine"]["null_rows"] == sum(r["text"] is None for r in rows.values())
-    assert values["real_tokens"] == sum(min(n, MAX_LENGTH) for n in full)
+    assert values["engine"]["null_rows"] == 2 * ROWS - len(texts)
+    assert values["real_tokens"] == real
     assert values["truncated_rows"] == sum(n > MAX_LENGTH for n in full)
-    assert values["real_tokens"] <= values["padded_tokens"] <= MAX_LENGTH * len(texts)
-    assert 0 < values["padding_efficiency"] <= 1
-    assert values["padding_efficiency"] == pytest.approx(values["real_tokens"] / values["padded_tokens"])
-    assert values["engine"]["micro_batches"] * 512 >= values["padded_tokens"]  # batch_tokens=512 per pass
-    assert 0 < values["predict_seconds"] <= values["seconds"]
+    assert real <= values["padded_tokens"] <= MAX_LENGTH * len(texts)
+    assert values["padding_efficiency"] == pytest.approx(real / values["padded_tokens"])
+    # batch_tokens=512 caps each micro-batch's padded tokens; a micro-batch holds one row at least.
+    assert math.ceil(values["padded_tokens"] / 512) <= values["engine"]["micro_batches"] <= len(texts)
+    # Timings: within the wall time the driver measured around the run, and the rates follow from them.
+    assert 0 < values["predict_seconds"] <= values["seconds"] <= wall
     assert values["rows_per_second"] == pytest.approx(ROWS / values["predict_seconds"])
-    assert values["tokens_per_second"] == pytest.approx(values["real_tokens"] / values["predict_seconds"])
-    assert values["model_load_seconds"] >= 0 and values["engine"]["model_loads"] >= 0
-    assert values["chunks"] == 2 and values["delta_versions"] == [0, 1]
-    assert values["fingerprint"] == fingerprint(report.job).id
+    assert values["tokens_per_second"] == pytest.approx(real / values["predict_seconds"])
+    assert values["rows_per_second"] >= ROWS / wall
+    # The fixture emptied every Python worker's cache: the workers that ran the tasks had to load.
+    assert values["engine"]["model_loads"] >= 1 and values["model_load_seconds"] > 0
+    assert values["chunks"] == math.ceil(ROWS / 1500)
+    assert values["delta_versions"] == sorted(h["version"] for h in deltalake.DeltaTable(output).history())
+    assert values["delta_versions"] == [0, 1]
+    # The fingerprint: the non-default, non-batching spec fields and the input columns, hashed as documented.
+    fields = {"model": os.path.abspath(tiny_classifier), "task": "classification", "max_length": MAX_LENGTH,
+              "return_all_scores": True, "input_cols": ["text", "title"]}
+    assert values["fingerprint_fields"] == fields
+    assert values["fingerprint"] == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    assert {row[1] for row in _output(spark, output).values()} == {values["fingerprint"]}  # every written row
     assert json.loads(json.dumps(values)) == values  # JSON-able as is
+
+
+def test_uninterrupted_predictions_equal_transformers_per_row(
+    spark: Any, uninterrupted: tuple[Any, str, float], corpus: tuple[str, dict[int, dict[str, Any]]],
+    oracle: ClassifierOracle,
+) -> None:
+    _assert_matches_oracle(spark, uninterrupted[1], oracle, corpus[1])
 
 
 def test_spark_submit_job_killed_mid_run_resumes_every_key_once(
     spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
-    uninterrupted: tuple[Any, str],
+    uninterrupted: tuple[Any, str, float], oracle: ClassifierOracle,
 ) -> None:
     """spark-submit on local[2] with --config; SIGKILL after a chunk committed; the rerun completes it."""
     from pyspark.sql import functions as F
@@ -224,7 +271,7 @@ def test_spark_submit_job_killed_mid_run_resumes_every_key_once(
         for index in (2, 3):
             want = reference[key][index]
             _assert_same_prediction(row[index], want.asDict(recursive=True) if want is not None else None)
-    _assert_matches_engine(spark, str(output), _spec(tiny_classifier), corpus[1])
+    _assert_matches_oracle(spark, str(output), oracle, corpus[1])
 
 
 @pytest.mark.cluster
@@ -233,7 +280,7 @@ def test_spark_submit_job_killed_mid_run_resumes_every_key_once(
 )
 def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_worker(
     spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
-    output_format: str, fault: str,
+    output_format: str, fault: str, oracle: ClassifierOracle,
 ) -> None:
     """Two executor JVMs; the model ships as ``--archives tiny.tar.gz#model`` and is named ``model``.
 
@@ -284,13 +331,13 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
     # The report sums successful task attempts only: the faulted worker's load is not in it, and a retry that
     # lands on a worker already holding the model loads nothing.
     assert 1 <= report["engine"]["model_loads"] < len(traced)
-    # The archived model is the tiny classifier: compare with the engine run from its directory.
-    _assert_matches_engine(spark, str(output), _spec(tiny_classifier), {i: corpus[1][i] for i in range(200)})
+    # The archived model is the tiny classifier: compare with transformers run from its directory.
+    _assert_matches_oracle(spark, str(output), oracle, {i: corpus[1][i] for i in range(200)})
 
 
 def test_rerun_skips_done_keys_and_a_changed_model_is_reported(
     spark: Any, corpus: tuple[str, dict[int, dict[str, Any]]], tiny_classifier: str, tmp_path: Path,
-    target: tuple[str, str], capsys: pytest.CaptureFixture[str],
+    target: tuple[str, str], capsys: pytest.CaptureFixture[str], oracle: ClassifierOracle,
 ) -> None:
     output_format, delta_engine = target
     small = tmp_path / "small.parquet"
@@ -327,7 +374,7 @@ def test_rerun_skips_done_keys_and_a_changed_model_is_reported(
     assert (replaced.rows_out, replaced.rows_replaced, replaced.rows_skipped) == (120, 120, 0)
     out = _output(spark, output)
     assert {row[1] for row in out.values()} == {new}
-    _assert_matches_engine(spark, output, sigmoid.spec, rows)
+    _assert_matches_oracle(spark, output, oracle, rows, function="sigmoid")
 
 
 def test_job_without_key_on_an_empty_input_writes_an_empty_table(spark: Any, tiny_classifier: str,
