@@ -80,13 +80,14 @@ Check = Callable[[str, Any], None]
 
 @pytest.fixture(scope="module")
 def tasks(
-    minilm_path: str, tiny_classifier: str, tiny_ner: str, tiny_causal_lm: str
+    minilm_path: str, tiny_classifier: str, tiny_ner: str, tiny_causal_lm: str, tiny_seq2seq: str
 ) -> dict[str, tuple[ModelSpec, Check]]:
     """Per task: the spec, and a check of one row's output against the task's per-row oracle."""
     st = SentenceTransformerOracle(minilm_path)
     clf = ClassifierOracle(tiny_classifier)
     ner = PipelineOracle(tiny_ner, 64)
     lm = GenerateOracle(tiny_causal_lm, causal=True)
+    t5 = GenerateOracle(tiny_seq2seq, causal=False)
 
     def embedding(text: str, got: Any) -> None:
         want = st(text)
@@ -108,17 +109,22 @@ def tasks(
         # A prompt of no tokens cannot be continued (generate needs one): its answer is defined as "".
         assert got == (lm.text(text, 8) if lm.ids(text, 8) else "")
 
+    def text2text(text: str, got: Any) -> None:
+        # The same rule for an encoder input of no tokens (the BPE tokenizer adds no special tokens).
+        assert got == (t5.text(text, 8) if t5.ids(text, 8) else "")
+
     return {
         "embedding": (ModelSpec(minilm_path, task="embedding"), embedding),
         "classification": (ModelSpec(tiny_classifier, task="classification", max_length=64), classification),
         "token-classification": (ModelSpec(tiny_ner, task="token-classification", max_length=64),
                                  token_classification),
         "generation": (ModelSpec(tiny_causal_lm, task="generation", max_new_tokens=8), generation),
+        "text2text": (ModelSpec(tiny_seq2seq, task="text2text", max_new_tokens=8), text2text),
     }
 
 
 @pytest.mark.parametrize("on_error", ["null", "column"])
-@pytest.mark.parametrize("task", ["embedding", "classification", "token-classification", "generation"])
+@pytest.mark.parametrize("task", ["embedding", "classification", "token-classification", "generation", "text2text"])
 def test_every_task_answers_every_bad_input_per_row(
     tasks: dict[str, tuple[ModelSpec, Check]], task: str, on_error: str
 ) -> None:
