@@ -96,6 +96,25 @@ class QuantizationSpec:
 
 
 @dataclass(frozen=True)
+class LoadKey:
+    """What decides the weights a spec loads: the model cache keys loaded weights by it (and the device).
+
+    Specs with equal keys share one copy of the weights; what else differs between them (the head options
+    such as ``pooling``, ``top_k`` or ``max_new_tokens``, ``max_length``, batching, error handling) is
+    applied per spec on top of the shared weights. The task is part of the key because it decides the
+    transformers class, and so the modules, that load (a causal LM head, a classifier, the bare encoder).
+    """
+
+    model: str
+    task: str
+    revision: str | None
+    dtype: str
+    quantization: QuantizationSpec | None
+    trust_remote_code: bool
+    allow_pickle: bool
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What to run: a model, the task head over it, and how to batch it.
 
@@ -327,6 +346,12 @@ class ModelSpec:
             max_error_rate=ModelSpec.max_error_rate,
             quantization=self.quantization_spec,
         )
+
+    @property
+    def load_key(self) -> LoadKey:
+        """The fields that decide the loaded weights (see `LoadKey`); presets spelled out as in `cache_key`."""
+        return LoadKey(self.model, self.task, self.revision, self.dtype, self.quantization_spec,
+                       self.trust_remote_code, self.allow_pickle)
 
     def with_options(self, **options: Any) -> ModelSpec:
         """Return a copy with some fields replaced (and validated again).

@@ -3,9 +3,12 @@
 Spark reuses Python workers between tasks (spark.python.worker.reuse=true, the default), so a model
 loaded here serves every later task of the same worker. A worker that is not reused starts empty.
 
-The runner only needs the `ModelCache` protocol: `ProcessCache` keeps one model per Python worker; a
-model host shared by all the workers of an executor (one copy per GPU, whatever the task's GPU share) can
-implement the same three methods later.
+Weights are keyed by what loads them (`ModelSpec.load_key`: model, task, revision, dtype, quantization,
+trust and pickle settings) and the device; each spec's options (pooling, top_k, max_new_tokens,
+max_length, ...) are bound on top of them in milliseconds (`loading.bind`), so a new head option never
+reloads the weights. The runner only needs the `ModelCache` protocol: `ProcessCache` keeps one copy of
+the weights per Python worker; a model host shared by all the workers of an executor can implement the
+same three methods.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from sparkinfer.engine import faults
-from sparkinfer.engine.loading import LoadedModel, load_model, resolve_device
-from sparkinfer.spec import ModelSpec
+from sparkinfer.engine.loading import LoadedModel, Weights, bind, load_weights, resolve_device
+from sparkinfer.spec import LoadKey, ModelSpec
+
+# Bindings kept per resident weights: each holds a tokenizer copy and a head, no weights.
+_BINDINGS = 16
 
 
 @dataclass(frozen=True)
@@ -44,33 +51,51 @@ class ModelCache(Protocol):
 
 
 class ProcessCache:
-    """One resident model per process: loading another first evicts it and frees its memory.
+    """One resident copy of weights per process: loading other weights first evicts them and frees their memory.
 
-    One model at a time keeps the memory of a worker bounded: on a GPU, the evicted model's tensors are
+    One copy at a time keeps the memory of a worker bounded: on a GPU, the evicted model's tensors are
     garbage-collected and torch's cached blocks returned to the driver *before* the next model loads.
+    Specs of the resident weights' `LoadKey` are served from them, each bound once (`loading.bind`).
 
     Args:
-        loader: Loads a spec onto a device (`load_model`; tests pass fakes).
+        loader: Loads a spec's weights onto a device (`load_weights`; tests pass fakes).
+        binder: Binds loaded weights to a spec (`bind`).
     """
 
-    def __init__(self, loader: Callable[[ModelSpec, str], LoadedModel] = load_model) -> None:
+    def __init__(
+        self,
+        loader: Callable[[ModelSpec, str], Weights] = load_weights,
+        binder: Callable[[Weights, ModelSpec], LoadedModel] = bind,
+    ) -> None:
         self._loader = loader
-        self._models: dict[tuple[ModelSpec, str], LoadedModel] = {}
+        self._binder = binder
+        self._weights: dict[tuple[LoadKey, str], Weights] = {}
+        self._bound: OrderedDict[ModelSpec, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loads = 0
         self._hits = 0
 
     def get(self, spec: ModelSpec, device: str) -> tuple[LoadedModel, bool]:
-        key = (spec, device)
+        key = (spec.load_key, device)
         with self._lock:
-            if key in self._models:
+            weights = self._weights.get(key)
+            fresh = weights is None
+            if weights is None:
+                self._evict()
+                weights = self._loader(spec, device)
+                self._weights[key] = weights
+                self._loads += 1
+            else:
                 self._hits += 1
-                return self._models[key], False
-            self._evict()
-            loaded = self._loader(spec, device)
-            self._models[key] = loaded
-            self._loads += 1
-            return loaded, True
+            bound = self._bound.get(spec)
+            if bound is None:
+                bound = self._binder(weights, spec)
+                self._bound[spec] = bound
+                if len(self._bound) > _BINDINGS:
+                    self._bound.popitem(last=False)
+            else:
+                self._bound.move_to_end(spec)
+            return bound, fresh
 
     def stats(self) -> CacheStats:
         with self._lock:
@@ -82,9 +107,10 @@ class ProcessCache:
             self._loads = self._hits = 0
 
     def _evict(self) -> None:
-        on_cuda = any(m.device.startswith("cuda") for m in self._models.values())
-        self._models.clear()
-        # Models hold reference cycles (modules, hooks), so dropping the dict alone does not free them.
+        on_cuda = any(w.device.startswith("cuda") for w in self._weights.values())
+        self._weights.clear()
+        self._bound.clear()
+        # Models hold reference cycles (modules, hooks), so dropping the dicts alone does not free them.
         gc.collect()
         if on_cuda and "torch" in sys.modules:
             import torch
@@ -96,18 +122,18 @@ _CACHE: ModelCache = ProcessCache()
 
 
 def get_model(spec: ModelSpec, *, device: str | None = None) -> tuple[LoadedModel, bool]:
-    """Load the model for `spec` at most once per process (per device).
+    """Load the weights for `spec` at most once per process (per device), bound to the spec's options.
 
-    Specs that differ only in batching fields share one entry (`ModelSpec.cache_key`). Loading a
-    different model first evicts the resident one, so one worker holds one model at a time and GPU
-    memory stays bounded.
+    Specs of one `ModelSpec.load_key` share the weights, whatever their head options; specs that differ
+    only in batching fields share the binding too (`ModelSpec.cache_key`). Loading other weights first
+    evicts the resident ones, so one worker holds one model at a time and GPU memory stays bounded.
 
     Args:
         spec: What to load.
         device: The resolved device (`loading.resolve_device`); ``None`` resolves ``spec.device`` here.
 
     Returns:
-        The loaded model, and whether this call loaded it (False on a cache hit).
+        The model bound to `spec`, and whether this call loaded its weights (False when they were resident).
     """
     loaded, fresh = _CACHE.get(spec.cache_key, device if device is not None else resolve_device(spec.device))
     if fresh:

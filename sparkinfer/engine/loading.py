@@ -19,7 +19,7 @@ from sparkinfer.engine.quantize import bitsandbytes_config, keep_narrow_layers
 from sparkinfer.engine.tasks import Head, get_task
 from sparkinfer.engine.tasks.embedding import read_st_config
 from sparkinfer.errors import ModelLoadError, SpecError
-from sparkinfer.spec import ModelSpec
+from sparkinfer.spec import LoadKey, ModelSpec
 
 log = logging.getLogger("sparkinfer")
 
@@ -28,11 +28,34 @@ _NO_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """Everything the runner needs for one spec, loaded once per process.
+class Weights:
+    """A model's weights and tokenizer as loaded for one `LoadKey`, before any spec's options apply.
 
     Attributes:
-        spec: The spec it was loaded for (its cache key).
+        key: What was loaded.
+        model: The transformers model, in eval mode, on `device`.
+        tokenizer: The transformers fast tokenizer as saved (no truncation set): `bind` works on a copy.
+        model_dir: The resolved model directory.
+        device: The torch device string the model lives on.
+        load_seconds: Wall time the load took.
+        memory_bytes: Bytes of the model's parameters and buffers (quantized weights at their packed size).
+    """
+
+    key: LoadKey
+    model: Any
+    tokenizer: Any
+    model_dir: Path
+    device: str
+    load_seconds: float
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Everything the runner needs for one spec: shared weights (`Weights`) bound to the spec's options.
+
+    Attributes:
+        spec: The spec it was bound for (its cache key).
         model: The transformers model, in eval mode, on `device`.
         tokenizer: The backing ``tokenizers.Tokenizer``, set to truncate at `max_length`, no padding.
         head: The task head bound to the model.
@@ -112,17 +135,30 @@ def resolve_dtype(requested: str, device: str) -> Any:
 def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     """Load tokenizer, weights and task head for `spec` (no caching: see cache.get_model).
 
-    A quantized model is loaded straight onto its device (``device_map``) and never moved: bitsandbytes
-    weights are quantized as they land on the device, and moving them afterwards is not supported.
-
     Args:
         spec: What to load.
         device: A resolved torch device (`resolve_device`); ``None`` resolves ``spec.device``.
 
     Raises:
+        As `load_weights` and `bind`.
+    """
+    return bind(load_weights(spec, device), spec)
+
+
+def load_weights(spec: ModelSpec, device: str | None = None) -> Weights:
+    """Load the tokenizer and weights of ``spec.load_key`` (the spec's other options are `bind`'s business).
+
+    A quantized model is loaded straight onto its device (``device_map``) and never moved: bitsandbytes
+    weights are quantized as they land on the device, and moving them afterwards is not supported.
+
+    Args:
+        spec: A spec with the key to load.
+        device: A resolved torch device (`resolve_device`); ``None`` resolves ``spec.device``.
+
+    Raises:
         ModelLoadError: When the model or tokenizer cannot be loaded.
         MissingDependencyError: When quantization needs bitsandbytes/accelerate and they are missing.
-        SpecError: When the spec asks for more than the model can do (max_length, device).
+        SpecError: When the spec asks for a device this process does not have.
     """
     import transformers
 
@@ -175,19 +211,40 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
             "save the model with a tokenizer.json (AutoTokenizer.from_pretrained(..., use_fast=True))"
         )
     model = (model if quantization is not None else model.to(device)).eval()
-    max_length = _max_length(spec, tokenizer, model.config, model_dir)
-    backend = tokenizer.backend_tokenizer
-    backend.no_padding()
-    backend.enable_truncation(max_length=max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    head = task.build_head(spec, model, tokenizer, model_dir)
     seconds = time.perf_counter() - started
     memory = model_bytes(model)
     log.info(
         "sparkinfer loaded %s (%s) on %s in %.2fs: %.1f MiB, dtype %s, quantization %s",
         spec.model, spec.task, device, seconds, memory / 2**20, model.dtype, quantization,
     )
-    return LoadedModel(spec, model, backend, head, max_length, int(pad_id), device, seconds, memory)
+    return Weights(spec.load_key, model, tokenizer, model_dir, device, seconds, memory)
+
+
+def bind(weights: Weights, spec: ModelSpec) -> LoadedModel:
+    """Bind loaded weights to a spec of the same `LoadKey`: its max length, truncation and task head.
+
+    The tokenizer is copied, so specs sharing the weights truncate each at their own length (a causal LM's
+    head also changes the truncation side). Nothing here reads weights: binding takes milliseconds.
+
+    Raises:
+        SpecError: When the spec asks for more than the model can do (max_length, a chat template,
+            max_new_tokens beyond the positions).
+        ModelLoadError: When the tokenizer lacks what the task needs (offsets).
+    """
+    import copy
+
+    if spec.load_key != weights.key:
+        raise ValueError(f"bind: weights loaded for {weights.key} cannot serve a spec of {spec.load_key}")
+    tokenizer = copy.deepcopy(weights.tokenizer)
+    model = weights.model
+    max_length = _max_length(spec, tokenizer, model.config, weights.model_dir)
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.enable_truncation(max_length=max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    head = get_task(spec.task).build_head(spec, model, tokenizer, weights.model_dir)
+    return LoadedModel(spec, model, backend, head, max_length, int(pad_id), weights.device,
+                       weights.load_seconds, weights.memory_bytes)
 
 
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

@@ -1,7 +1,10 @@
-"""The per-process model cache: one load per spec, batching fields share it, a new model evicts the old."""
+"""The per-process model cache: one load per load key, head options and batching share it, new weights evict the old."""
 
 from __future__ import annotations
+
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -63,10 +66,50 @@ def test_a_different_spec_evicts_the_resident_model(tiny_classifier: str, tiny_e
     assert cache.stats() == CacheStats(loads=3, hits=1)
 
 
-def test_a_model_option_is_a_different_entry(tiny_encoder: str) -> None:
-    run(ModelSpec(tiny_encoder, task="embedding", pooling="mean"), TEXTS)
-    run(ModelSpec(tiny_encoder, task="embedding", pooling="cls"), TEXTS)
+@pytest.mark.parametrize(
+    ("fixture", "task", "variants"),
+    [
+        ("tiny_encoder", "embedding", [{"pooling": "mean"}, {"pooling": "cls"}, {"max_length": 4},
+                                       {"normalize": True}]),
+        ("tiny_causal_lm", "generation", [{"max_new_tokens": 3}, {"max_new_tokens": 6, "return_details": True},
+                                          {"max_length": 5, "max_new_tokens": 3}]),
+    ],
+)
+def test_head_options_share_the_weights_and_bind_their_own_head(
+    request: pytest.FixtureRequest, fixture: str, task: str, variants: list[dict[str, Any]]
+) -> None:
+    """Specs of one load key load the weights once; each still gets exactly what it would get alone."""
+    path = request.getfixturevalue(fixture)
+    texts = pa.array(["a short row", None, "another row, somewhat longer than the first one"], pa.string())
+    specs = [ModelSpec(path, task=task, device="cpu", **options) for options in variants]
+    shared = [run(spec, texts) for spec in [*specs, specs[0]]]  # the first again: nothing of the others leaked
+    assert cache.stats() == CacheStats(loads=1, hits=len(specs))
+    assert [m.model_loads for _, m in shared] == [1] + [0] * len(specs)
+    alone = []
+    for spec in specs:
+        cache.clear()
+        alone.append(run(spec, texts)[0].to_pylist())
+    assert [out.to_pylist() for out, _ in shared] == [*alone, alone[0]]
+    assert len({repr(rows) for rows in alone}) == len(specs)  # the options really change the output
+
+
+@pytest.mark.parametrize("options", [{"dtype": "bfloat16"}, {"revision": "main"}, {"task": "classification"}])
+def test_options_that_decide_the_weights_load_again(tiny_classifier: str, options: dict[str, Any]) -> None:
+    base = ModelSpec(tiny_classifier, task="embedding", device="cpu")
+    other = dataclasses.replace(base, **options)
+    assert base.load_key != other.load_key
+    run(base, TEXTS)
+    run(other, TEXTS)
     assert cache.stats() == CacheStats(loads=2, hits=0)
+
+
+def test_a_preset_and_its_quantization_spec_share_a_load_key() -> None:
+    from sparkinfer import QuantizationSpec
+
+    assert ModelSpec("m", task="embedding", quantization="4bit").load_key == ModelSpec(
+        "m", task="embedding", quantization=QuantizationSpec(bits=4)).load_key
+    assert ModelSpec("m", task="embedding", pooling="cls", max_length=8, batch_tokens=64).load_key == ModelSpec(
+        "m", task="embedding").load_key
 
 
 def test_clear_resets_counters_and_drops_the_model(tiny_classifier: str) -> None:

@@ -184,7 +184,8 @@ def fake_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[ModelSpec
         alive.append(weakref.ref(loaded.model))
         return loaded
 
-    monkeypatch.setattr(cache, "_CACHE", ProcessCache(loader))
+    # The fake "weights" are already a LoadedModel: binding passes them through.
+    monkeypatch.setattr(cache, "_CACHE", ProcessCache(loader, binder=lambda weights, spec: weights))
     yield loads
 
 
