@@ -70,16 +70,6 @@ def st_vectors(minilm_path: str, doc_rows: dict[int, Doc]) -> dict[int, Vector]:
 
 
 @pytest.fixture(scope="session")
-def varied_classifier(tiny_classifier: str) -> str:
-    """The former name of `tiny_classifier`, from when only this tier's copy varied from row to row.
-
-    tests/spark/test_delta_stats.py still asks for it by this name; drop the alias once it asks for
-    `tiny_classifier`.
-    """
-    return tiny_classifier
-
-
-@pytest.fixture(scope="session")
 def classifier_probs(tiny_classifier: str, doc_rows: dict[int, Doc]) -> dict[int, Probs]:
     """id → softmax probabilities in label-id order, from transformers run on each docstring alone."""
     import torch

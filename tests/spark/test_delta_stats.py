@@ -398,7 +398,7 @@ def job_inputs(docs: list[str], tmp_path_factory: pytest.TempPathFactory) -> dic
 # text2text alternate return_details, classification returns all scores (an array inside the struct).
 CASES = [
     ("embedding", "minilm_path", {}),
-    ("classification", "varied_classifier", {"return_all_scores": True}),
+    ("classification", "tiny_classifier", {"return_all_scores": True}),
     ("token-classification", "tiny_ner", {}),
     ("generation", "tiny_causal_lm", {"max_new_tokens": 3}),
     ("text2text", "tiny_seq2seq", {"max_new_tokens": 3, "return_details": True}),
