@@ -83,13 +83,8 @@ def read(spark: SparkSession, path: str) -> DataFrame:
         TableError: When there is no Delta table at `path`, or it uses a feature that plain Parquet reads
             would get wrong.
     """
-    deltalake = _deltalake()
     uri = table_uri(path)
-    try:
-        table = deltalake.DeltaTable(uri)
-    except Exception as exc:  # delta-rs raises TableNotFoundError, OSError, ... by backend
-        raise TableError(f"no Delta table at {path!r} ({type(exc).__name__}: {exc})") from exc
-    _check_readable(table, path)
+    table = _open(uri, path)
     schema = StructType.fromJson(json.loads(table.schema().to_json()))
     partition_cols = list(table.metadata().partition_columns)
     data_schema = StructType([f for f in schema.fields if f.name not in partition_cols])
@@ -112,6 +107,20 @@ def read(spark: SparkSession, path: str) -> DataFrame:
     for part in parts[1:]:
         result = result.unionByName(part)
     return result
+
+
+def _open(uri: str, path: str) -> Any:
+    """The current snapshot of the Delta table at `uri`, checked to read correctly from its data files.
+
+    Raises:
+        TableError: When there is no Delta table at `path`, or it uses a feature plain Parquet reads get wrong.
+    """
+    try:
+        table = _deltalake().DeltaTable(uri)
+    except Exception as exc:  # delta-rs raises TableNotFoundError, OSError, ... by backend
+        raise TableError(f"no Delta table at {path!r} ({type(exc).__name__}: {exc})") from exc
+    _check_readable(table, path)
+    return table
 
 
 def _data_file_uri(root: str, log_path: str) -> str:
@@ -319,16 +328,11 @@ def repair_statistics(path: str, *, max_workers: int = 16) -> int:
 
     See `sparkinfer.spark.tables.repair_delta_statistics`, which documents this.
     """
-    deltalake = _deltalake()
+    uri = table_uri(path)
+    table = _open(uri, path)  # refuses deletion vectors: re-adding such a file would drop its vector
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction, CommitProperties
 
-    uri = table_uri(path)
-    try:
-        table = deltalake.DeltaTable(uri)
-    except Exception as exc:  # delta-rs raises TableNotFoundError, OSError, ... by backend
-        raise TableError(f"no Delta table at {path!r} ({type(exc).__name__}: {exc})") from exc
-    _check_readable(table, path)  # refuses deletion vectors: re-adding such a file would drop its vector
     _check_writable(table, path)
     partition_cols = list(table.metadata().partition_columns)
     actions = pa.table(table.get_add_actions(flatten=False))
