@@ -331,9 +331,10 @@ class ModelSpec:
 
     @property
     def cache_key(self) -> ModelSpec:
-        """This spec with the batching fields reset: specs that load the same model share a key.
+        """This spec with the batching and error-handling fields reset: specs that run alike share a key.
 
-        A quantization preset and the QuantizationSpec it stands for share a key too.
+        The model cache binds one head per cache key, on weights shared by every spec of the same
+        `load_key`. A quantization preset and the QuantizationSpec it stands for share a key too.
         """
         # The key is validated like any spec: a max_length above the default budget needs a budget to match.
         return dataclasses.replace(
