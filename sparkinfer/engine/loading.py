@@ -56,25 +56,40 @@ class LoadedModel:
 
     Attributes:
         spec: The spec it was bound for (its cache key).
-        model: The transformers model, in eval mode, on `device`.
-        tokenizer: The backing ``tokenizers.Tokenizer``, set to truncate at `max_length`, no padding.
+        weights: The loaded weights it shares with every spec of the same `LoadKey`.
+        tokenizer: The backing ``tokenizers.Tokenizer`` (this binding's copy), set to truncate at
+            `max_length`, no padding.
         head: The task head bound to the model.
         max_length: Tokens per row after truncation.
         pad_id: Token id used for padding.
-        device: The torch device string the model lives on.
-        load_seconds: Wall time the load took.
-        memory_bytes: Bytes of the model's parameters and buffers (quantized weights at their packed size).
     """
 
     spec: ModelSpec
-    model: Any
+    weights: Weights
     tokenizer: Any
     head: Head
     max_length: int
     pad_id: int
-    device: str
-    load_seconds: float
-    memory_bytes: int = 0
+
+    @property
+    def model(self) -> Any:
+        """The transformers model, in eval mode, on `device`."""
+        return self.weights.model
+
+    @property
+    def device(self) -> str:
+        """The torch device string the model lives on."""
+        return self.weights.device
+
+    @property
+    def load_seconds(self) -> float:
+        """Wall time the weights' load took."""
+        return self.weights.load_seconds
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of the model's parameters and buffers (quantized weights at their packed size)."""
+        return self.weights.memory_bytes
 
 
 def resolve_model_dir(spec: ModelSpec) -> Path:
@@ -243,8 +258,7 @@ def bind(weights: Weights, spec: ModelSpec) -> LoadedModel:
     backend.enable_truncation(max_length=max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     head = get_task(spec.task).build_head(spec, model, tokenizer, weights.model_dir)
-    return LoadedModel(spec, model, backend, head, max_length, int(pad_id), weights.device,
-                       weights.load_seconds, weights.memory_bytes)
+    return LoadedModel(spec, weights, backend, head, max_length, int(pad_id))
 
 
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

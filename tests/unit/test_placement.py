@@ -10,6 +10,7 @@ import gc
 import logging
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from sparkinfer import ModelLoadError, ModelSpec, SpecError
 from sparkinfer.engine import cache, runner
 from sparkinfer.engine.cache import CacheStats, ProcessCache
-from sparkinfer.engine.loading import LoadedModel, load_model, resolve_device
+from sparkinfer.engine.loading import LoadedModel, Weights, load_model, resolve_device
 from sparkinfer.engine.placement import TaskResources, choose_device, shared_gpu_warning
 
 
@@ -168,8 +169,12 @@ class FakeModel:
         self.me = self
 
 
-def fake_loaded(spec: ModelSpec, device: str, memory_bytes: int = 2**30) -> LoadedModel:
-    return LoadedModel(spec, FakeModel(), None, None, 8, 0, device, 0.01, memory_bytes)
+def fake_weights(spec: ModelSpec, device: str, memory_bytes: int = 2**30) -> Weights:
+    return Weights(spec.load_key, FakeModel(), None, Path("/fake"), device, 0.01, memory_bytes)
+
+
+def fake_bind(weights: Weights, spec: ModelSpec) -> LoadedModel:
+    return LoadedModel(spec, weights, None, None, 8, 0)  # no head: these tests run nothing
 
 
 @pytest.fixture
@@ -178,14 +183,13 @@ def fake_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[ModelSpec
     loads: list[tuple[ModelSpec, str, bool]] = []
     alive: list[weakref.ref[Any]] = []
 
-    def loader(spec: ModelSpec, device: str) -> LoadedModel:
+    def loader(spec: ModelSpec, device: str) -> Weights:
         loads.append((spec, device, any(ref() is not None for ref in alive)))
-        loaded = fake_loaded(spec, device)
-        alive.append(weakref.ref(loaded.model))
-        return loaded
+        weights = fake_weights(spec, device)
+        alive.append(weakref.ref(weights.model))
+        return weights
 
-    # The fake "weights" are already a LoadedModel: binding passes them through.
-    monkeypatch.setattr(cache, "_CACHE", ProcessCache(loader, binder=lambda weights, spec: weights))
+    monkeypatch.setattr(cache, "_CACHE", ProcessCache(loader, binder=fake_bind))
     yield loads
 
 
