@@ -7,6 +7,7 @@ The hierarchy is short on purpose::
     ├── ModelLoadError                         a model or tokenizer could not be loaded (executor side)
     ├── MissingDependencyError(ImportError)    an optional dependency is not installed
     ├── InferenceError                         a micro-batch failed during inference
+    │   └── HostError                          the executor's model host could not start or died
     └── TableError                             a table cannot be read or written as asked (driver side)
 
 Every message says what was expected, what was received, and how to fix it.
@@ -37,3 +38,10 @@ class InferenceError(SparkInferError):
 
 class TableError(SparkInferError):
     """A table cannot be read or written as asked: missing, mode conflict, schema mismatch, Delta feature."""
+
+
+class HostError(InferenceError):
+    """The executor's model host (``ModelSpec.host="executor"``) could not start, or died mid-request.
+
+    The message names the host's log file. Spark retries the task, which elects a new host.
+    """

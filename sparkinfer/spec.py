@@ -23,6 +23,7 @@ Pooling = Literal["auto", "mean", "cls", "max", "lasttoken", "mean_sqrt_len_toke
 FunctionToApply = Literal["auto", "softmax", "sigmoid", "none"]
 OnError = Literal["raise", "null", "column"]
 AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
+HostMode = Literal["auto", "worker", "executor"]
 
 _GENERATE = (
     "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed", "stop", "return_details",
@@ -178,6 +179,14 @@ class ModelSpec:
             end), so that a job over garbage stops early; ``None`` never stops.
         overlap: Tokenize the next chunk of ``buffer_rows`` rows, and build the next micro-batch's
             tensors, in a background thread while the model computes the current one.
+        host: Where the weights live in a Spark executor. ``"worker"``: every Python worker (task slot)
+            loads its own copy. ``"executor"``: one model host process per (executor, device, weights) holds
+            them; every task of the executor tokenizes in its own worker and sends token ids to the host,
+            which batches the rows of all its tasks together (and decodes generation continuously). The
+            host starts with the first task that needs it and exits with its executor or when idle
+            (``engine/host.py``). ``"auto"``: ``"executor"`` when several task slots share one GPU (a
+            ``spark.task.resource.gpu.amount`` below 1), else ``"worker"``, which measured faster on CPU
+            (BENCHMARKS.md).
 
     Raises:
         SpecError: When a value is out of range or an option does not belong to the task.
@@ -215,6 +224,7 @@ class ModelSpec:
     on_error: OnError = "raise"
     max_error_rate: float | None = None
     overlap: bool = True
+    host: HostMode = "auto"
 
     def __post_init__(self) -> None:
         for name in ("stop", "ignore_labels"):  # lists are welcome; the frozen spec keeps a hashable tuple
@@ -258,6 +268,7 @@ class ModelSpec:
         _check_positive("top_k", self.top_k, optional=True)
         _check_choice("function_to_apply", self.function_to_apply, get_args(FunctionToApply))
         _check_bool("overlap", self.overlap)
+        _check_choice("host", self.host, get_args(HostMode))
         _check_choice("on_error", self.on_error, get_args(OnError))
         rate = self.max_error_rate
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1):
@@ -343,6 +354,7 @@ class ModelSpec:
             max_batch_size=ModelSpec.max_batch_size,
             buffer_rows=ModelSpec.buffer_rows,
             overlap=ModelSpec.overlap,
+            host=ModelSpec.host,
             on_error=ModelSpec.on_error,
             max_error_rate=ModelSpec.max_error_rate,
             quantization=self.quantization_spec,

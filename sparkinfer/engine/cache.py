@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sparkinfer.engine import faults
-from sparkinfer.engine.loading import LoadedModel, Weights, bind, load_weights, resolve_device
+from sparkinfer.engine.loading import META, LoadedModel, Weights, bind, load_weights, resolve_device
 from sparkinfer.spec import LoadKey, ModelSpec
 
 # Bindings kept per resident weights: each holds a tokenizer copy and a head, no weights.
@@ -130,13 +130,15 @@ def get_model(spec: ModelSpec, *, device: str | None = None) -> tuple[LoadedMode
 
     Args:
         spec: What to load.
-        device: The resolved device (`loading.resolve_device`); ``None`` resolves ``spec.device`` here.
+        device: The resolved device (`loading.resolve_device`); ``None`` resolves ``spec.device`` here;
+            `loading.META` gives the tokenizer and head over a skeleton without weights (for a host's client).
 
     Returns:
         The model bound to `spec`, and whether this call loaded its weights (False when they were resident).
     """
-    loaded, fresh = _CACHE.get(spec.cache_key, device if device is not None else resolve_device(spec.device))
-    if fresh:
+    device = device if device is not None else resolve_device(spec.device)
+    loaded, fresh = _CACHE.get(spec.cache_key, device)
+    if fresh and device != META:
         faults.after_load(spec.model, loaded.model)
     return loaded, fresh
 

@@ -16,13 +16,20 @@ Faults (comma-separated ``name=value``):
   micro-batch, as a worker killed by the OS does.
 * ``kill_executor_at_batch=K``: before its K-th micro-batch the worker SIGKILLs the executor JVM it runs
   under (the ``CoarseGrainedExecutorBackend`` among its ancestors), as a lost executor does.
+* ``kill_host_at_batch=K``: an executor's model host (``ModelSpec.host="executor"``) SIGKILLs itself
+  before its K-th micro-batch, as a host killed by the OS does; other processes ignore it.
+* ``exit_after_request=K``: a worker feeding a model host exits abruptly right after sending its K-th
+  request, while the host works on it, as a task killed mid-request does.
 * ``once=PATH``: the process faults above fire in the first process only, the one that creates PATH, so
   that Spark's retry of the task succeeds.
 * ``cpu_4bit_path=reference`` or ``=packed``: not a fault: every 4-bit model this process loads takes that
   bitsandbytes CPU path, whatever the CPU (see `set_cpu_4bit_path`), so that a test runs both paths on
   every machine.
-* ``trace_loads=DIR``: not a fault: every model load appends a line ``<executor JVM pid> <worker pid>
-  <model>`` to ``DIR/loads-<worker pid>.txt``, so a test can count loads per Python worker and per executor.
+* ``trace_loads=DIR``: not a fault: every load of weights appends a line ``<executor JVM pid> <process pid>
+  <model>`` to ``DIR/loads-<process pid>.txt``, so a test can count loads per Python worker and per executor.
+  In a model host the host writes it, with the executor of the worker that started it.
+
+Faults that fire "before a micro-batch" fire where micro-batches run: in a model host, in the host.
 """
 
 from __future__ import annotations
@@ -36,10 +43,15 @@ from sparkinfer.errors import SpecError
 
 ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
-_COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch")
+_COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch", "kill_host_at_batch",
+           "exit_after_request")
 _PATHS = ("once", "trace_loads")
 _CHOICES = {"cpu_4bit_path": ("reference", "packed")}
 _batches = 0  # micro-batches this process has started
+_requests = 0  # requests this process has sent to a model host
+# Set by a model host process: the executor JVM it serves (for trace_loads), and that it is a host.
+host_executor: int | None = None
+in_host = False
 
 
 def _parse(text: str) -> dict[str, str]:
@@ -76,9 +88,24 @@ def before_forward(input_ids: Any) -> None:
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {ENV}: more than {rows} rows)")
     if "fail_on_token" in faults and bool((input_ids == int(faults["fail_on_token"])).any()):
         raise ValueError(f"injected by {ENV}: the micro-batch holds token id {faults['fail_on_token']}")
-    for name, act in (("exit_at_batch", _exit_worker), ("kill_executor_at_batch", _kill_executor)):
+    acts = [("exit_at_batch", _exit_worker), ("kill_executor_at_batch", _kill_executor)]
+    if in_host:
+        acts.append(("kill_host_at_batch", _kill_self))
+    for name, act in acts:
         if faults.get(name) == str(_batches) and _first_time(faults.get("once")):
             act()
+
+
+def after_request() -> None:
+    """Perform ``exit_after_request`` if asked: called by a worker once a request is on its way to the host."""
+    global _requests
+    text = os.environ.get(ENV)
+    if not text:
+        return
+    faults = _parse(text)
+    _requests += 1
+    if faults.get("exit_after_request") == str(_requests) and _first_time(faults.get("once")):
+        _exit_worker()
 
 
 def after_load(name: str, model: Any) -> None:
@@ -90,7 +117,7 @@ def after_load(name: str, model: Any) -> None:
     directory = faults.get("trace_loads")
     if directory is None:
         return
-    executor = _executor_pid()
+    executor = host_executor if in_host else executor_pid()
     with open(Path(directory) / f"loads-{os.getpid()}.txt", "a", encoding="utf-8") as out:
         out.write(f"{executor if executor is not None else '-'} {os.getpid()} {name}\n")
 
@@ -137,14 +164,18 @@ def _exit_worker() -> None:
     os._exit(EXIT_STATUS)
 
 
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _kill_executor() -> None:
-    pid = _executor_pid()
+    pid = executor_pid()
     if pid is None:
         raise RuntimeError(f"{ENV}: kill_executor_at_batch found no executor JVM among this process's ancestors")
     os.kill(pid, signal.SIGKILL)
 
 
-def _executor_pid() -> int | None:
+def executor_pid() -> int | None:
     """The executor JVM (``CoarseGrainedExecutorBackend``) among this process's ancestors (Linux /proc)."""
     pid = os.getppid()
     while pid > 1:

@@ -23,6 +23,8 @@ from sparkinfer.spec import LoadKey, ModelSpec
 
 log = logging.getLogger("sparkinfer")
 
+# The device of a skeleton: a model's modules and config without weights, for a worker that feeds a host.
+META = "meta"
 # Tokenizers that report no real limit use a huge sentinel (int(1e30)).
 _NO_LIMIT = 1_000_000
 
@@ -168,7 +170,8 @@ def load_weights(spec: ModelSpec, device: str | None = None) -> Weights:
 
     Args:
         spec: A spec with the key to load.
-        device: A resolved torch device (`resolve_device`); ``None`` resolves ``spec.device``.
+        device: A resolved torch device (`resolve_device`); ``None`` resolves ``spec.device``. `META`
+            loads the tokenizer and a skeleton of the model (see `_skeleton`), no weights.
 
     Raises:
         ModelLoadError: When the model or tokenizer cannot be loaded.
@@ -194,17 +197,10 @@ def load_weights(spec: ModelSpec, device: str | None = None) -> Weights:
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, **common)
         model_class = getattr(transformers, task.auto_class)
-        dtype = resolve_dtype(spec.dtype, device)
-        # Without allow_pickle, transformers must not fall back to a pickle checkpoint it finds beside.
-        kwargs = {**common, "dtype": dtype, "use_safetensors": None if spec.allow_pickle else True}
-        if quantization is not None:
-            keep = keep_narrow_layers(quantization, model_class, model_dir, device, **common)
-            kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype, keep)
-            kwargs["device_map"] = {"": device}
-        try:
-            model = model_class.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
-        except (ValueError, ImportError):  # the architecture has no SDPA attention: take its default
-            model = model_class.from_pretrained(model_dir, **kwargs)
+        if device == META:
+            model = _skeleton(model_class, model_dir, common)
+        else:
+            model = _from_pretrained(spec, model_class, model_dir, device, common)
     except Exception as exc:
         if not spec.trust_remote_code and "trust_remote_code" in str(exc):
             code = sorted(p.name for p in model_dir.glob("*.py")) or "code named in its config's auto_map"
@@ -225,14 +221,45 @@ def load_weights(spec: ModelSpec, device: str | None = None) -> Weights:
             f"sparkinfer needs a fast (Rust) tokenizer, got {type(tokenizer).__name__} for {str(model_dir)!r}; "
             "save the model with a tokenizer.json (AutoTokenizer.from_pretrained(..., use_fast=True))"
         )
-    model = (model if quantization is not None else model.to(device)).eval()
+    model = (model if quantization is not None or device == META else model.to(device)).eval()
     seconds = time.perf_counter() - started
-    memory = model_bytes(model)
-    log.info(
+    memory = model_bytes(model) if device != META else 0
+    log.log(
+        logging.DEBUG if device == META else logging.INFO,
         "sparkinfer loaded %s (%s) on %s in %.2fs: %.1f MiB, dtype %s, quantization %s",
         spec.model, spec.task, device, seconds, memory / 2**20, model.dtype, quantization,
     )
     return Weights(spec.load_key, model, tokenizer, model_dir, device, seconds, memory)
+
+
+def _from_pretrained(spec: ModelSpec, model_class: Any, model_dir: Path, device: str, common: dict[str, Any]) -> Any:
+    """The model's weights on `device`, in the spec's dtype and quantization."""
+    dtype = resolve_dtype(spec.dtype, device)
+    # Without allow_pickle, transformers must not fall back to a pickle checkpoint it finds beside.
+    kwargs = {**common, "dtype": dtype, "use_safetensors": None if spec.allow_pickle else True}
+    quantization = spec.quantization_spec
+    if quantization is not None:
+        keep = keep_narrow_layers(quantization, model_class, model_dir, device, **common)
+        kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype, keep)
+        kwargs["device_map"] = {"": device}
+    try:
+        return model_class.from_pretrained(model_dir, attn_implementation="sdpa", **kwargs)
+    except (ValueError, ImportError):  # the architecture has no SDPA attention: take its default
+        return model_class.from_pretrained(model_dir, **kwargs)
+
+
+def _skeleton(model_class: Any, model_dir: Path, common: dict[str, Any]) -> Any:
+    """The model built from its config on the meta device: its modules and config, no weights read or held.
+
+    A worker feeding a model host (``ModelSpec.host="executor"``) binds its task head to this: the head
+    tokenizes and builds the output column, and the host runs the forward passes.
+    """
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(model_dir, **common)
+    with torch.device(META):
+        return model_class.from_config(config, trust_remote_code=common["trust_remote_code"])
 
 
 def bind(weights: Weights, spec: ModelSpec) -> LoadedModel:

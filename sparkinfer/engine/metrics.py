@@ -7,6 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 
+# Counters that add up as a maximum, not a sum.
+MAXIMA = frozenset({"host_clients"})
+
+
+def _plus(a: Any, b: Any) -> Any:
+    return a + b
+
+
 @dataclass
 class Metrics:
     """What one engine call (or a sum of them) did.
@@ -19,11 +27,18 @@ class Metrics:
         truncated_rows: Rows cut to ``max_length``.
         micro_batches: Forward passes run.
         model_loads: Models loaded by this call (0 when the per-process cache already held it).
-        model_load_seconds: Seconds spent loading them.
+        model_load_seconds: Seconds spent loading them (and a model host's load, in the first call it served).
         tokenize_seconds: Seconds spent tokenizing.
         forward_seconds: Seconds spent in forward passes and post-processing.
         oom_splits: Micro-batches that ran out of device memory and were split in half to retry.
         error_rows: Rows whose prediction failed (``on_error="null"`` or ``"column"`` answers them).
+        host_loads: Weight loads an executor's model host made to serve this call (``host="executor"``).
+        host_requests: Requests this call sent to a model host (0 with ``host="worker"``).
+        host_clients: The most tasks connected to the host while it served this call (a maximum: sums
+            keep the largest).
+        cross_task_batches: Micro-batches (or decode steps) in which this call's rows ran beside rows of
+            another task.
+        queue_wait_seconds: Seconds this call's requests waited in the host's queue before computing.
     """
 
     rows: int = 0
@@ -38,6 +53,11 @@ class Metrics:
     forward_seconds: float = 0.0
     oom_splits: int = 0
     error_rows: int = 0
+    host_loads: int = 0
+    host_requests: int = 0
+    host_clients: int = 0
+    cross_task_batches: int = 0
+    queue_wait_seconds: float = 0.0
 
     @property
     def padding_efficiency(self) -> float:
@@ -45,9 +65,10 @@ class Metrics:
         return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
 
     def __add__(self, other: Metrics) -> Metrics:
-        return Metrics(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
-        )
+        return Metrics(**{
+            f.name: (max if f.name in MAXIMA else _plus)(getattr(self, f.name), getattr(other, f.name))
+            for f in dataclasses.fields(self)
+        })
 
     def to_dict(self) -> dict[str, Any]:
         """The counters plus ``padding_efficiency``, as a JSON-able dict."""

@@ -129,5 +129,25 @@ def shared_gpu_warning(resources: TaskResources | None, *, device: str, model: s
     return (
         f"spark.task.resource.gpu.amount={amount:g} lets {copies} tasks share {device}, each in its own Python "
         f"worker with its own copy of {model} ({each:.2f} GiB each, up to {copies * each:.2f} GiB on that GPU); "
-        "set spark.task.resource.gpu.amount=1 to keep one copy per GPU"
+        "use host='executor' (or the default 'auto') for one copy per GPU fed by every task, or set "
+        "spark.task.resource.gpu.amount=1"
     )
+
+
+def resolve_host(requested: str, resources: TaskResources | None, device: str) -> str:
+    """Where a task's weights live: ``"worker"`` (this Python worker) or ``"executor"`` (the model host).
+
+    ``"auto"`` is ``"executor"`` when several task slots share the task's GPU (a task GPU amount below 1,
+    so each slot's worker would hold a copy of the model on it), and ``"worker"`` otherwise: with a whole
+    device per task a host only adds a hop, and on CPU separate workers measured faster (BENCHMARKS.md).
+
+    Args:
+        requested: ``ModelSpec.host``.
+        resources: The task's assignment; ``None`` outside a scheduler.
+        device: The resolved torch device.
+    """
+    if requested != "auto":
+        return requested
+    amount = resources.gpu_amount if resources is not None else None
+    shared = device.startswith("cuda") and amount is not None and amount < 1
+    return "executor" if shared else "worker"

@@ -29,11 +29,12 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from sparkinfer.engine import cache, faults
+from sparkinfer.engine import cache, faults, host
 from sparkinfer.engine.batching import IntArray, pad, plan_batches
-from sparkinfer.engine.loading import LoadedModel, resolve_device
+from sparkinfer.engine.host import HostClient, RowFailure
+from sparkinfer.engine.loading import META, LoadedModel, resolve_device
 from sparkinfer.engine.metrics import Metrics
-from sparkinfer.engine.placement import TaskResources, shared_gpu_warning
+from sparkinfer.engine.placement import TaskResources, resolve_host, shared_gpu_warning
 from sparkinfer.engine.tasks import Inputs
 from sparkinfer.errors import InferenceError, SpecError
 from sparkinfer.spec import ModelSpec
@@ -71,9 +72,9 @@ def run(
     """
     _check_strings(texts)
     _set_threads(num_threads)
-    loaded, metrics = _get_model(spec, resources)
+    model, metrics = _get_model(spec, resources)
     stream = _Stream(spec.batch_tokens)
-    out, metrics = _compute(spec, loaded, _tokenize(loaded, texts, 0), stream, metrics)
+    out, metrics = _compute(spec, model, _tokenize(model.loaded, texts, 0), stream, metrics)
     stream.count(spec, metrics, last=True)
     return out, metrics
 
@@ -106,7 +107,7 @@ def run_stream(
     _set_threads(num_threads)
     budget = _Stream(spec.batch_tokens)  # shrinks after an out-of-memory, for the rest of the stream
     offset = 0  # the stream position of the next chunk's first row
-    loaded: LoadedModel | None = None
+    model: _Model | None = None
     first: Metrics | None = None
     ahead: deque[tuple[list[pa.Array] | None, Future[_Tokenized]]] = deque()
     pieces: list[pa.Array] = []
@@ -116,16 +117,16 @@ def run_stream(
         )
         for group, chunk in _chunks(spec, batches):
             _check_strings(chunk)
-            if loaded is None:
-                loaded, first = _get_model(spec, resources)
-            ahead.append((group, submit(partial(_tokenize, loaded, chunk, offset))))
+            if model is None:
+                model, first = _get_model(spec, resources)
+            ahead.append((group, submit(partial(_tokenize, model.loaded, chunk, offset))))
             offset += len(chunk)
             # Keep one chunk tokenizing in the background while the one before it computes.
             while len(ahead) > (1 if spec.overlap else 0):
-                yield from _step(spec, loaded, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
+                yield from _step(spec, model, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
                 first = None  # the load counters belong to the first chunk only
-        while ahead and loaded is not None:
-            yield from _step(spec, loaded, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
+        while ahead and model is not None:
+            yield from _step(spec, model, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
             first = None
     budget.check(spec, last=True)
 
@@ -162,7 +163,7 @@ def _split(spec: ModelSpec, pending: list[pa.Array]) -> Iterator[tuple[list[pa.A
 
 def _step(
     spec: ModelSpec,
-    loaded: LoadedModel,
+    model: _Model,
     item: tuple[list[pa.Array] | None, Future[_Tokenized]],
     budget: _Stream,
     metrics: Metrics,
@@ -171,7 +172,7 @@ def _step(
 ) -> Iterator[pa.Array]:
     """Compute one chunk; when it closes a pool, yield the outputs of the pool's input batches."""
     group, tokenized = item
-    out, metrics = _compute(spec, loaded, tokenized.result(), budget, metrics)
+    out, metrics = _compute(spec, model, tokenized.result(), budget, metrics)
     if on_metrics is not None:
         on_metrics(metrics)
     budget.count(spec, metrics, last=False)
@@ -196,16 +197,25 @@ def _done(fn: Callable[[], T]) -> Future[T]:
 
 
 @dataclass
-class _Stream:
-    """What one stream (one Spark task) carries from chunk to chunk.
+class Budget:
+    """The micro-batch token budget of a stream of micro-batches, lowered by out-of-memory splits.
 
     Attributes:
-        tokens: The micro-batch token budget: ``spec.batch_tokens``, lowered by out-of-memory splits.
-        rows: Non-null rows computed so far, for ``max_error_rate``.
-        errors: Those of them that failed.
+        tokens: ``spec.batch_tokens`` at first; an out-of-memory split lowers it for what follows.
     """
 
     tokens: int
+
+
+@dataclass
+class _Stream(Budget):
+    """What one stream (one Spark task) carries from chunk to chunk: its `Budget`, and for ``max_error_rate``:
+
+    Attributes:
+        rows: Non-null rows computed so far.
+        errors: Those of them that failed.
+    """
+
     rows: int = 0
     errors: int = 0
 
@@ -268,15 +278,31 @@ def _set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
-def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[LoadedModel, Metrics]:
-    """The cached model on the task's device, and Metrics holding its load (if this call loaded it)."""
+@dataclass(frozen=True)
+class _Model:
+    """What computes a stream's rows: the model here, or a model host fed with the rows' token ids.
+
+    Attributes:
+        loaded: The spec's tokenizer and head; over the weights, or over a skeleton when `host` computes.
+        host: The executor's model host (``ModelSpec.host="executor"``), or None to compute in this process.
+    """
+
+    loaded: LoadedModel
+    host: HostClient | None = None
+
+
+def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[_Model, Metrics]:
+    """The cached model on the task's device (or its host), and Metrics holding its load (if this call loaded it)."""
     device = resolve_device(spec.device, resources)
+    if resolve_host(spec.host, resources, device) == "executor":
+        skeleton, _ = cache.get_model(spec, device=META)
+        return _Model(skeleton, host.connect(spec, device)), Metrics()
     loaded, fresh = cache.get_model(spec, device=device)
     if fresh:
         warning = shared_gpu_warning(resources, device=device, model=spec.model, model_bytes=loaded.memory_bytes)
         if warning is not None:
             log.warning("sparkinfer: %s", warning)
-    return loaded, Metrics(model_loads=int(fresh), model_load_seconds=loaded.load_seconds if fresh else 0.0)
+    return _Model(loaded), Metrics(model_loads=int(fresh), model_load_seconds=loaded.load_seconds if fresh else 0.0)
 
 
 def _tokenize(loaded: LoadedModel, texts: pa.Array, offset: int) -> _Tokenized:
@@ -292,27 +318,88 @@ def _tokenize(loaded: LoadedModel, texts: pa.Array, offset: int) -> _Tokenized:
 
 
 def _compute(
-    spec: ModelSpec, loaded: LoadedModel, tokenized: _Tokenized, budget: _Stream, metrics: Metrics
+    spec: ModelSpec, model: _Model, tokenized: _Tokenized, budget: _Stream, metrics: Metrics
 ) -> tuple[pa.Array, Metrics]:
-    """Forward every micro-batch of a tokenized chunk; `metrics` arrives holding the load counters."""
-    import torch
-
+    """Forward every micro-batch of a tokenized chunk, here or in the host; `metrics` arrives holding the loads."""
     metrics.rows = tokenized.rows
     metrics.null_rows = int((~tokenized.valid).sum())
     metrics.truncated_rows = tokenized.truncated_rows
     metrics.real_tokens = int(tokenized.lengths.sum())
     metrics.tokenize_seconds = tokenized.seconds
     started = time.perf_counter()
-    ids, lengths = tokenized.ids, tokenized.lengths
+    if model.host is not None:
+        outputs, failed = model.host.run(spec, tokenized.ids, metrics)
+    else:
+
+        def count(rows: IntArray, width: int, ok: bool) -> None:
+            if ok:
+                metrics.padded_tokens += len(rows) * max(width, 1)  # `pad` gives all-empty rows width 1
+                metrics.micro_batches += 1
+            else:
+                metrics.oom_splits += 1
+
+        outputs, failed = forward_rows(
+            model.loaded, tokenized.ids, tokenized.lengths, budget, max_batch_size=spec.max_batch_size,
+            overlap=spec.overlap, stop_on_error=spec.on_error == "raise", on_batch=count,
+        )
+    errors = {row: _row_error(spec, tokenized, row, exc) for row, exc in sorted(failed.items())}
+    metrics.error_rows = len(errors)
+    result = _to_arrow(spec, model.loaded, tokenized, outputs, errors)
+    metrics.forward_seconds = time.perf_counter() - started
+    return result, metrics
+
+
+def describe(exc: BaseException) -> str:
+    """A failed row's error message: ``"<exception type>: <message>"``."""
+    return str(exc) if isinstance(exc, RowFailure) else f"{type(exc).__name__}: {exc}"
+
+
+def forward_rows(
+    loaded: LoadedModel,
+    ids: list[list[int]],
+    lengths: IntArray,
+    budget: Budget,
+    *,
+    max_batch_size: int,
+    overlap: bool,
+    stop_on_error: bool,
+    on_batch: Callable[[IntArray, int, bool], None],
+) -> tuple[npt.NDArray[Any], dict[int, Exception]]:
+    """Run rows' token ids through the model in length-sorted token-budget micro-batches.
+
+    The loop of every task, in-process and in a model host (which passes the rows of several tasks at once).
+    A micro-batch that runs out of memory is split in half and retried (`budget` shrinks for what follows);
+    any other failure is bisected down to the rows that fail alone.
+
+    Args:
+        loaded: The model and head to run.
+        ids: Token ids of every row.
+        lengths: Their lengths.
+        budget: The token budget, lowered here by out-of-memory splits.
+        max_batch_size: Most rows in one micro-batch.
+        overlap: Pad and copy the next micro-batch in a background thread while the current one runs.
+        stop_on_error: Stop at the first row that fails alone (``on_error="raise"``).
+        on_batch: Called with ``(rows, padded width, True)`` after each micro-batch computed, and with
+            ``(rows, width, False)`` for each one split after running out of memory.
+
+    Returns:
+        The outputs, one per row (rows that failed hold garbage), and the failed rows' exceptions by row.
+
+    Raises:
+        SpecError: When a setting, not a row, is wrong.
+        InferenceError: When a single row does not fit in device memory.
+    """
+    import torch
+
     # The budget counts the tokens a row holds at its largest: its input plus what generation adds.
     costs = lengths + loaded.head.new_tokens
-    pending = deque(plan_batches(costs, batch_tokens=budget.tokens, max_batch_size=spec.max_batch_size))
+    pending = deque(plan_batches(costs, batch_tokens=budget.tokens, max_batch_size=max_batch_size))
     outputs: npt.NDArray[Any] | None = None
-    failed: dict[int, str] = {}  # valid-row index → why its prediction failed
+    failed: dict[int, Exception] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="sparkinfer-batch") as pool:
         ahead: tuple[IntArray, Future[tuple[Any, Any]]] | None = None
         with torch.inference_mode():
-            while pending:
+            while pending and not (stop_on_error and failed):
                 rows = pending.popleft()
                 width = int(lengths[rows].max()) if len(rows) else 0
                 cost = int(costs[rows].max()) if len(rows) else 0
@@ -323,32 +410,29 @@ def _compute(
                 prefetched = ahead[1] if ahead is not None and ahead[0] is rows else None
                 tensors = prefetched.result if prefetched is not None else partial(_tensors, ids, rows, loaded)
                 ahead = None
-                if spec.overlap and pending:  # pad and copy the next micro-batch while this one runs
+                if overlap and pending:  # pad and copy the next micro-batch while this one runs
                     following = pending[0]
                     ahead = (following, pool.submit(_tensors, ids, following, loaded))
                 try:
-                    out = _forward(loaded, tensors, rows, width, cost, budget, metrics, pending)
+                    out = _forward(loaded, tensors, rows, width, cost, budget, pending)
                 except SpecError:  # a setting, not a row, is wrong
                     raise
                 except Exception as exc:  # a failing micro-batch: bisect it down to the guilty rows
                     if len(rows) > 1:
                         pending.extendleft([rows[len(rows) // 2 :], rows[: len(rows) // 2]])
                         continue
-                    failed[int(rows[0])] = _row_error(spec, tokenized, int(rows[0]), exc)
+                    failed[int(rows[0])] = exc
                     continue
                 if out is None:
+                    on_batch(rows, width, False)
                     continue
                 if outputs is None:
                     outputs = np.empty((len(ids), *out.shape[1:]), dtype=out.dtype)
                 outputs[rows] = out
-                metrics.padded_tokens += len(rows) * max(width, 1)  # `pad` gives all-empty rows width 1
-                metrics.micro_batches += 1
+                on_batch(rows, width, True)
     if outputs is None:  # no row computed: the head still decides the (all-null) column's shape
         outputs = np.empty((len(ids), 0), dtype=np.float32)
-    metrics.error_rows = len(failed)
-    result = _to_arrow(spec, loaded, tokenized, outputs, failed)
-    metrics.forward_seconds = time.perf_counter() - started
-    return result, metrics
+    return outputs, failed
 
 
 def output_type(spec: ModelSpec) -> pa.DataType:
@@ -365,7 +449,7 @@ def output_type(spec: ModelSpec) -> pa.DataType:
 def _row_error(spec: ModelSpec, tokenized: _Tokenized, row: int, exc: Exception) -> str:
     """The error of one failed row (valid-row index `row`), or InferenceError with on_error="raise"."""
     position = tokenized.offset + int(np.flatnonzero(tokenized.valid)[row])
-    message = f"{type(exc).__name__}: {exc}"
+    message = describe(exc)
     if spec.on_error == "raise":
         raise InferenceError(
             f"the prediction of row {position} of this task's input ({len(tokenized.ids[row])} tokens) failed: "
@@ -421,8 +505,7 @@ def _forward(
     rows: IntArray,
     width: int,
     cost: int,
-    budget: _Stream,
-    metrics: Metrics,
+    budget: Budget,
     pending: deque[IntArray],
 ) -> npt.NDArray[Any] | None:
     """One micro-batch's outputs; ``None`` when it ran out of memory and was split back into `pending`.
@@ -446,7 +529,6 @@ def _forward(
             ) from exc
         half = len(rows) // 2
         budget.tokens = min(budget.tokens, half * cost)
-        metrics.oom_splits += 1
         log.warning(
             "sparkinfer: out of memory on %s with %d rows x %d tokens; split in half, token budget now %d",
             loaded.device, len(rows), width, budget.tokens,

@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
-from sparkinfer.engine.metrics import Metrics
+from sparkinfer.engine.metrics import MAXIMA, Metrics
 from sparkinfer.engine.runner import output_type
 from sparkinfer.errors import SpecError
 from sparkinfer.spark.udf import _check_dependencies, _run_task, _task_gpu_amount
@@ -81,9 +81,10 @@ def predict_columns(df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str,
 
 
 def metric_columns() -> list[Column]:
-    """Aggregates for ``DataFrame.observe``: the row count and the sum of every counter."""
+    """Aggregates for ``DataFrame.observe``: the row count and the sum (or maximum) of every counter."""
     sums = [
-        F.coalesce(F.sum(f"{METRICS_COLUMN}.{f.name}"), F.lit(0)).alias(f.name) for f in dataclasses.fields(Metrics)
+        F.coalesce((F.max if f.name in MAXIMA else F.sum)(f"{METRICS_COLUMN}.{f.name}"), F.lit(0)).alias(f.name)
+        for f in dataclasses.fields(Metrics)
     ]
     return [F.count(F.lit(1)).alias(ROWS_METRIC), *sums]
 

@@ -50,7 +50,7 @@ _PROMPT_COLUMN = "_sparkinfer_prompt"  # the rendered --prompt-template, dropped
 # Fields that change how fast or how safely a model runs, or when a task gives up, not what it predicts.
 _NOT_FINGERPRINTED = frozenset(
     {"batch_tokens", "max_batch_size", "buffer_rows", "device", "trust_remote_code", "allow_pickle", "overlap",
-     "max_error_rate"}
+     "max_error_rate", "host"}
 )
 
 

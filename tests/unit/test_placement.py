@@ -19,7 +19,7 @@ from sparkinfer import ModelLoadError, ModelSpec, SpecError
 from sparkinfer.engine import cache, runner
 from sparkinfer.engine.cache import CacheStats, ProcessCache
 from sparkinfer.engine.loading import LoadedModel, Weights, load_model, resolve_device
-from sparkinfer.engine.placement import TaskResources, choose_device, shared_gpu_warning
+from sparkinfer.engine.placement import TaskResources, choose_device, resolve_host, shared_gpu_warning
 
 
 def place(requested: str, addresses: tuple[str, ...] | None, visible: str | None = None, count: int = 4) -> str:
@@ -140,8 +140,8 @@ def test_shared_gpu_warning_names_copies_and_memory() -> None:
     message = shared_gpu_warning(TaskResources(("1",), 0.25), device="cuda:1", model="/m/llama", model_bytes=3 * 2**30)
     assert message == (
         "spark.task.resource.gpu.amount=0.25 lets 4 tasks share cuda:1, each in its own Python worker with its own "
-        "copy of /m/llama (3.00 GiB each, up to 12.00 GiB on that GPU); set spark.task.resource.gpu.amount=1 to "
-        "keep one copy per GPU"
+        "copy of /m/llama (3.00 GiB each, up to 12.00 GiB on that GPU); use host='executor' (or the default "
+        "'auto') for one copy per GPU fed by every task, or set spark.task.resource.gpu.amount=1"
     )
     assert "3 tasks" in str(shared_gpu_warning(TaskResources(("0",), 0.33), device="cuda:0", model="m", model_bytes=1))
 
@@ -157,6 +157,24 @@ def test_shared_gpu_warning_names_copies_and_memory() -> None:
 )
 def test_no_shared_gpu_warning_for_a_whole_gpu_or_the_cpu(resources: TaskResources | None, device: str) -> None:
     assert shared_gpu_warning(resources, device=device, model="m", model_bytes=2**30) is None
+
+
+@pytest.mark.parametrize(
+    ("requested", "resources", "device", "expected"),
+    [
+        ("auto", TaskResources(("0",), 0.125), "cuda:0", "executor"),  # 8 slots share one GPU
+        ("auto", TaskResources(("0",), 1.0), "cuda:0", "worker"),  # a whole GPU per task: nothing to share
+        ("auto", TaskResources(("0",)), "cuda:0", "worker"),  # amount unknown
+        ("auto", TaskResources((), 0.5), "cpu", "worker"),  # CPU: separate workers measured faster
+        ("auto", None, "cpu", "worker"),
+        ("worker", TaskResources(("0",), 0.125), "cuda:0", "worker"),
+        ("executor", None, "cpu", "executor"),
+    ],
+)
+def test_auto_takes_a_host_only_where_task_slots_share_a_gpu(
+    requested: str, resources: TaskResources | None, device: str, expected: str
+) -> None:
+    assert resolve_host(requested, resources, device) == expected
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -232,7 +250,7 @@ def test_shared_gpu_warning_is_logged_once_per_load(
     monkeypatch: pytest.MonkeyPatch, fake_cache: list[tuple[ModelSpec, str, bool]], caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(runner, "resolve_device", lambda requested, resources: "cuda:1")
-    spec = ModelSpec("/m/model", task="embedding")
+    spec = ModelSpec("/m/model", task="embedding", host="worker")  # "auto" would take a host here
     shared = TaskResources(("1",), 0.5)
     with caplog.at_level(logging.WARNING, logger="sparkinfer"):
         _, first = runner._get_model(spec, shared)
@@ -240,8 +258,8 @@ def test_shared_gpu_warning_is_logged_once_per_load(
     warnings = [r.getMessage() for r in caplog.records if "gpu.amount" in r.getMessage()]
     assert warnings == [
         "sparkinfer: spark.task.resource.gpu.amount=0.5 lets 2 tasks share cuda:1, each in its own Python worker "
-        "with its own copy of /m/model (1.00 GiB each, up to 2.00 GiB on that GPU); set "
-        "spark.task.resource.gpu.amount=1 to keep one copy per GPU"
+        "with its own copy of /m/model (1.00 GiB each, up to 2.00 GiB on that GPU); use host='executor' (or the "
+        "default 'auto') for one copy per GPU fed by every task, or set spark.task.resource.gpu.amount=1"
     ]
     assert (first.model_loads, second.model_loads) == (1, 0)
 
