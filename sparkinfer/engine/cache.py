@@ -7,8 +7,10 @@ Weights are keyed by what loads them (`ModelSpec.load_key`: model, task, revisio
 trust and pickle settings) and the device; each spec's options (pooling, top_k, max_new_tokens,
 max_length, ...) are bound on top of them in milliseconds (`loading.bind`), so a new head option never
 reloads the weights. The runner only needs the `ModelCache` protocol: `ProcessCache` keeps one copy of
-the weights per Python worker; a model host shared by all the workers of an executor can implement the
-same three methods.
+the weights per Python worker. With ``ModelSpec.host="executor"`` a worker's cache holds only skeletons
+(tokenizer and head, no weights: `loading.META`) and the weights live in the executor's model host
+(`host`), whose own cache is this one; `host` keeps this process's connections to hosts, the one other
+piece of per-process state.
 """
 
 from __future__ import annotations
