@@ -441,10 +441,13 @@ def test_config_file_options_and_command_line_override(tmp_path: Path) -> None:
     from sparkinfer.spark.job import parse_args
 
     config = _config(tmp_path / "job.yaml", input="in", output="out", model="m", task="classification",
-                     input_col="body", batch_tokens=1024, quantization={"bits": 8}, chunk_rows=7)
+                     input_col="body", batch_tokens=1024, quantization={"bits": 8}, chunk_rows=7, host="worker")
     job, master = parse_args(["--config", config, "--batch-tokens", "2048", "--master", "local[1]"])
     assert (job.input, job.output, job.input_cols, job.chunk_rows, master) == ("in", "out", ("body",), 7, "local[1]")
-    assert job.spec.batch_tokens == 2048 and job.spec.task == "classification"
+    assert job.spec.batch_tokens == 2048 and job.spec.task == "classification" and job.spec.host == "worker"
+    assert parse_args(["--config", config, "--host", "executor"])[0].spec.host == "executor"
+    with pytest.raises(SystemExit):  # argparse's usage error: exit status 2, one line
+        parse_args(["--config", config, "--host", "gpu"])
     assert parse_args(["--config", config, "--remote", "sc://connect:15002"])[1] == "sc://connect:15002"
     assert job.spec.quantization_spec is not None and job.spec.quantization_spec.bits == 8
     bad = _config(tmp_path / "bad.yaml", input="in", batch_tokns=3)
