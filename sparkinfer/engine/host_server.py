@@ -34,7 +34,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -191,7 +191,7 @@ class _Server:
         """One round: the rows of every request of one spec, in shared micro-batches; each request answered."""
         try:
             loaded = self.model(key)
-            if _continuous(loaded):
+            if key in self.decoders or _continuous(loaded):
                 self.admit(key, loaded, requests)
                 return
             budget = self.budgets.setdefault(key, Budget(min(r.spec.batch_tokens for r in requests)))
@@ -231,11 +231,13 @@ class _Server:
     def admit(self, key: ModelSpec, loaded: LoadedModel, requests: list[_Request]) -> None:
         """Queue the rows of generation requests into the spec's continuous decoder."""
         from sparkinfer.engine.continuous import ContinuousDecoder
+        from sparkinfer.engine.tasks.generation import GenerationHead
 
         decoder = self.decoders.get(key)
         if decoder is None:
             spec = requests[0].spec
-            decoder = ContinuousDecoder(loaded.head, batch_tokens=spec.batch_tokens, max_batch_size=spec.max_batch_size)
+            head = cast(GenerationHead, loaded.head)
+            decoder = ContinuousDecoder(head, batch_tokens=spec.batch_tokens, max_batch_size=spec.max_batch_size)
             self.decoders[key] = decoder
         for request in requests:
             request.outputs = np.empty(len(request.ids), dtype=object)
@@ -304,12 +306,11 @@ class _Server:
 
 
 def _continuous(loaded: LoadedModel) -> bool:
-    """Whether the head decodes continuously here: generation with a causal LM."""
-    try:
-        import sparkinfer.engine.continuous  # noqa: F401
-    except ImportError:
-        return False
-    return bool(getattr(loaded.head, "causal", False))
+    """Whether the head decodes continuously here: generation with a causal LM of plain full attention."""
+    from sparkinfer.engine import continuous
+    from sparkinfer.engine.tasks.generation import GenerationHead
+
+    return isinstance(loaded.head, GenerationHead) and continuous.supports(loaded.head)
 
 
 def _exit(key: str, reason: str, status: int = 0) -> NoReturn:

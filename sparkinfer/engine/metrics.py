@@ -25,7 +25,8 @@ class Metrics:
         real_tokens: Tokens of the rows themselves, after truncation.
         padded_tokens: Tokens sent to the model, padding included (rows x padded length, per micro-batch).
         truncated_rows: Rows cut to ``max_length``.
-        micro_batches: Forward passes run.
+        micro_batches: Forward passes run: a micro-batch of generation counts once, a decoding step of a model
+            host's continuous batch (which mixes rows of several tasks) counts once for each task in it.
         model_loads: Models loaded by this call (0 when the per-process cache already held it).
         model_load_seconds: Seconds spent loading them (and a model host's load, in the first call it served).
         tokenize_seconds: Seconds spent tokenizing.

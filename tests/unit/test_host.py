@@ -158,7 +158,7 @@ def test_rows_of_several_tasks_share_micro_batches(executor: Path, tiny_classifi
     oracle = ClassifierOracle(tiny_classifier)
     for (kind, number, (outputs, failed, counters)), encodings, i in zip(replies, tokenized, range(2)):
         assert (kind, number, failed) == ("done", 7, {})
-        texts = [t for t in TEXTS[i::2] if t is not None]
+        texts: list[str | None] = [t for t in TEXTS[i::2] if t is not None]
         assert len(outputs) == len(texts)
         column = loaded.head.to_arrow(outputs, np.ones(len(texts), bool), None)  # type: ignore[arg-type]
         assert_classification_matches(column, texts, oracle)
