@@ -8,9 +8,14 @@ their place. It follows the design of Hugging Face TGI's pre-flash ``CausalLMBat
 * the running batch is one left-padded ``DynamicCache`` with its attention mask and per-row position ids
   (positions count real tokens only, as ``generate`` numbers them), so every row's next token sits in
   the last column;
-* new prompts are prefilled among themselves (left-padded) and concatenated into the running batch, the
-  shorter key/value tensors padded on the left; finished rows are removed with ``index_select``, and the
-  left columns that every remaining row masks are trimmed.
+* new prompts are prefilled among themselves (left-padded, in length-sorted groups when that saves
+  padding) and put into the running batch: into the slots of rows that left, in place, or concatenated
+  after the running rows, the narrower key/value tensors padded on the left;
+* slots that no new row takes are removed with ``index_select`` before the next decode step, so no
+  finished row is ever computed, and the left columns that every remaining row masks are trimmed.
+
+Refilling in place copies only the new rows' keys and values; removing or appending rows copies the whole
+cache once, as each decode step's ``DynamicCache`` update does anyway.
 
 Decoding and stopping are the static head's, row by row: greedy argmax of the float32 logits, or
 `_GumbelSampler` with a generator per row seeded by ``row_seed(spec.seed, prompt)`` (one draw per step,
@@ -166,7 +171,9 @@ class ContinuousDecoder:
         self._keys: set[Hashable] = set()
         self._admitted = 0  # admissions so far: each row's `order`, to find the newest rows
         self._sampler = _GumbelSampler(head.spec, []) if head.spec.do_sample else None
-        self._keep = {"logits_to_keep": 1} if head.model._supports_logits_to_keep() else {}
+        # As generate does: the LM head on the last position only, where the model supports it.
+        keeps = getattr(head.model, "_supports_logits_to_keep", None)
+        self._keep = {"logits_to_keep": 1} if keeps is not None and keeps() else {}
 
     @property
     def busy(self) -> bool:
@@ -462,7 +469,7 @@ class ContinuousDecoder:
 
 # A prefill forward costs about as much as this many more padded tokens (reading the weights once, launching
 # the kernels): admitted prompts are prefilled in length-sorted groups where splitting saves more padding.
-_PREFILL_OVERHEAD_TOKENS = 128
+_PREFILL_OVERHEAD_TOKENS = 32
 
 
 def _prefill_groups(rows: list[_Row]) -> list[list[_Row]]:
