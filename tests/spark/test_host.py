@@ -69,7 +69,8 @@ def _run_app(base: Path, master: str, scenarios: list[dict[str, Any]]) -> dict[s
     """Run host_app.py on `master` with `scenarios`; return its JSON (plus ``stderr``)."""
     out = base / "result.json"
     config = base / "config.json"
-    config.write_text(json.dumps({"master": master, "base": str(base / "app"), "out": str(out), "scenarios": scenarios}))
+    settings = {"master": master, "base": str(base / "app"), "out": str(out), "scenarios": scenarios}
+    config.write_text(json.dumps(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKINFER_")}
     env.update({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
                 "SPARK_LOCAL_DIRS": str(base / "spark-local")})
@@ -251,22 +252,43 @@ def test_two_executors_load_once_each_in_their_own_host(
 def test_one_host_saves_a_copy_of_the_weights_per_extra_slot(
     one_executor: dict[str, Any], large_encoder: tuple[str, int], record_property: Any
 ) -> None:
+    """The summed PSS of the executor's Python processes, sampled every 0.2 s during each job (host_app.Sampler).
+
+    Asserted on: the PSS at the end of the job, when every copy of the weights is resident and every load
+    done, and the peak of the anonymous PSS (the weights' float32 copies are anonymous memory). Reported, not
+    asserted on: the peak PSS. It catches a load in the middle: the loader maps the float16 file (0.6 GiB)
+    while it copies it, and those file pages count whole in one host's PSS but are split between two workers
+    that map the same file, whose loads need not peak at the same moment. It moved the saving between 0.4 and
+    1.2 x the weights from one run to the next; the two figures asserted on varied by a few hundredths.
+    """
     weights = large_encoder[1]
     host, worker = _scenario(one_executor, "memory-executor"), _scenario(one_executor, "memory-worker")
-    figures = {name: r["peak_pss_bytes"] for name, r in (("executor", host), ("worker", worker))}
-    line = (f"peak PSS of the executor's Python processes, 2 slots, {weights / 2**30:.2f} GiB of float32 weights: "
-            f"host='executor' {figures['executor'] / 2**30:.2f} GiB, host='worker' {figures['worker'] / 2**30:.2f} GiB, "
-            f"saving {(figures['worker'] - figures['executor']) / weights:.2f} x the weights")
-    print(line)
-    print("at the peak:", {"executor": host["peak_detail"], "worker": worker["peak_detail"]})
-    record_property("host_memory", line)
+    def measures(result: dict[str, Any]) -> dict[str, int]:
+        return {"PSS at the end of the job": result["series"][-1][1],
+                "peak anonymous PSS": result["peak_anon_pss_bytes"],
+                "peak PSS (not asserted)": result["peak_pss_bytes"]}
+
+    by_mode = {"executor": measures(host), "worker": measures(worker)}
+    figures = {measure: {mode: by_mode[mode][measure] for mode in by_mode} for measure in by_mode["executor"]}
+    lines = [
+        f"{measure}: host='executor' {f['executor'] / 2**30:.2f} GiB, host='worker' {f['worker'] / 2**30:.2f} GiB, "
+        f"saving {(f['worker'] - f['executor']) / weights:.2f} x the weights"
+        for measure, f in figures.items()
+    ]
+    report = (f"executor's Python processes, 2 slots, {weights / 2**30:.2f} GiB of float32 weights: "
+              + "; ".join(lines))
+    print(report)
+    print("PSS by process at the peak:", {"executor": host["peak_detail"], "worker": worker["peak_detail"]})
+    record_property("host_memory", report)
     # Each figure measured the load it claims: two copies in two workers, one in one host.
     assert len(worker["trace"]) == 2 and len(host["trace"]) == 1, (worker["trace"], host["trace"])
     assert int(host["trace"][0][1]) in _host_pids(host)
     assert min(host["samples"], worker["samples"]) >= 5
     # 16 rows, one of them null: 15 vectors each.
     assert sum(ok for _, ok in host["rows"]) == sum(ok for _, ok in worker["rows"]) == 15
-    assert figures["executor"] <= figures["worker"] - MIN_SAVING * weights, line
+    for measure in ("PSS at the end of the job", "peak anonymous PSS"):
+        f = figures[measure]
+        assert f["executor"] <= f["worker"] - MIN_SAVING * weights, report
 
 
 # ------------------------------------------------------------------------------------------ faults
@@ -295,7 +317,8 @@ def test_a_worker_killed_mid_request_leaves_the_host_serving_the_others(
     assert Path(result["host_dir"]).parent.joinpath("fired").exists(), "no worker exited"
     _assert_every_key_once_as_the_oracle(result, FAULT_ROWS, classifier_oracle)
     assert len(result["trace"]) == 1, f"the host must not be restarted: {result['trace']}"
-    assert len(_log_lines(result, START)) == 1 and len(result["hosts_seen"]) == 1, (result["logs"], result["hosts_seen"])
+    assert len(_log_lines(result, START)) == 1, result["logs"]
+    assert len(result["hosts_seen"]) == 1, result["hosts_seen"]
 
 
 @pytest.mark.cluster
@@ -444,7 +467,8 @@ def test_host_outputs_equal_worker_outputs_and_the_oracle(
         for i, (h, w, o) in enumerate(zip(host, worker, want)):
             if h is not None:
                 assert h["label"] == w["label"] and h["score"] == pytest.approx(w["score"], abs=TOLERANCE), i
-                assert h["score"] == pytest.approx(o.max(), abs=TOLERANCE) and o[labels.index(h["label"])] >= o.max() - TOLERANCE, i
+                assert h["score"] == pytest.approx(o.max(), abs=TOLERANCE), i
+                assert o[labels.index(h["label"])] >= o.max() - TOLERANCE, i  # the best label, or one tying it
         assert len({h["label"] for h in host if h}) == 3  # the rows tell the labels apart
     elif task == "token-classification":
         assert_rows_match(host, want, rows)
@@ -458,6 +482,7 @@ def test_host_outputs_equal_worker_outputs_and_the_oracle(
     model = task_models[task][0]
     host_pids = {int(m.group(2)) for log in Path(task_outputs["host_dir"]).glob("*.log")
                  for m in START.finditer(log.read_text())}
-    loads = [line.split() for f in Path(task_outputs["trace"]).glob("loads-*.txt") for line in f.read_text().splitlines()]
+    loads = [line.split() for f in Path(task_outputs["trace"]).glob("loads-*.txt")
+             for line in f.read_text().splitlines()]
     by_hosts = [pid for _, pid, name in loads if name == model and int(pid) in host_pids]
     assert len(by_hosts) == 1, (loads, host_pids)
