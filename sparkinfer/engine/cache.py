@@ -29,6 +29,8 @@ from sparkinfer.spec import LoadKey, ModelSpec
 
 # Bindings kept per resident weights: each holds a tokenizer copy and a head, no weights.
 _BINDINGS = 16
+# Skeletons kept beside the resident weights (a worker feeding hosts holds these: no weights, a tokenizer).
+_SKELETONS = 4
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class ModelCache(Protocol):
 class ProcessCache:
     """One resident copy of weights per process: loading other weights first evicts them and frees their memory.
 
+    Skeletons (`loading.META`: the tokenizer and modules without weights, for a worker that feeds a model
+    host) do not count: a few are kept beside the resident weights, so that a worker switching between
+    ``host="worker"`` and ``host="executor"`` loads neither again.
+
     One copy at a time keeps the memory of a worker bounded: on a GPU, the evicted model's tensors are
     garbage-collected and torch's cached blocks returned to the driver *before* the next model loads.
     Specs of the resident weights' `LoadKey` are served from them, each bound once (`loading.bind`).
@@ -72,7 +78,7 @@ class ProcessCache:
         self._loader = loader
         self._binder = binder
         self._weights: dict[tuple[LoadKey, str], Weights] = {}
-        self._bound: OrderedDict[ModelSpec, LoadedModel] = OrderedDict()
+        self._bound: OrderedDict[tuple[ModelSpec, str], LoadedModel] = OrderedDict()  # by (spec, device)
         self._lock = threading.Lock()
         self._loads = 0
         self._hits = 0
@@ -83,20 +89,20 @@ class ProcessCache:
             weights = self._weights.get(key)
             fresh = weights is None
             if weights is None:
-                self._evict()
+                self._evict(skeletons=device == META)
                 weights = self._loader(spec, device)
                 self._weights[key] = weights
                 self._loads += 1
             else:
                 self._hits += 1
-            bound = self._bound.get(spec)
+            bound = self._bound.get((spec, device))
             if bound is None:
                 bound = self._binder(weights, spec)
-                self._bound[spec] = bound
+                self._bound[spec, device] = bound
                 if len(self._bound) > _BINDINGS:
                     self._bound.popitem(last=False)
             else:
-                self._bound.move_to_end(spec)
+                self._bound.move_to_end((spec, device))
             return bound, fresh
 
     def stats(self) -> CacheStats:
@@ -106,12 +112,23 @@ class ProcessCache:
     def clear(self) -> None:
         with self._lock:
             self._evict()
+            self._weights.clear()
+            self._bound.clear()
             self._loads = self._hits = 0
 
-    def _evict(self) -> None:
-        on_cuda = any(w.device.startswith("cuda") for w in self._weights.values())
-        self._weights.clear()
-        self._bound.clear()
+    def _evict(self, *, skeletons: bool = False) -> None:
+        """Drop the resident weights (`skeletons`: the skeletons instead, which hold none, beyond a few)."""
+        if skeletons:
+            resident = [k for k in self._weights if k[1] == META]
+            if len(resident) < _SKELETONS:
+                return
+        else:
+            resident = [k for k in self._weights if k[1] != META]
+        on_cuda = any(self._weights[k].device.startswith("cuda") for k in resident)
+        for key in resident:
+            del self._weights[key]
+        for bound in [(spec, device) for spec, device in self._bound if (spec.load_key, device) in resident]:
+            del self._bound[bound]
         # Models hold reference cycles (modules, hooks), so dropping the dicts alone does not free them.
         gc.collect()
         if on_cuda and "torch" in sys.modules:

@@ -129,3 +129,18 @@ def test_get_model_reports_whether_it_loaded(tiny_classifier: str) -> None:
     assert (loaded, loaded_again) == (True, False)
     assert again is first
     assert first.spec == spec.cache_key
+
+
+def test_skeletons_for_a_host_do_not_evict_the_weights(tiny_classifier: str, tiny_encoder: str) -> None:
+    """A worker alternating host="worker" and host="executor" jobs loads neither the weights nor the skeleton again."""
+    spec = ModelSpec(tiny_classifier, task="classification")
+    weights, fresh = cache.get_model(spec, device="cpu")
+    skeleton, fresh_skeleton = cache.get_model(spec, device="meta")
+    assert fresh and fresh_skeleton and skeleton.memory_bytes == 0 and weights.memory_bytes > 0
+    assert {p.device.type for p in skeleton.model.parameters()} == {"meta"}
+    assert cache.get_model(spec, device="cpu") == (weights, False)  # same spec, other device: its own binding
+    assert cache.get_model(spec, device="meta") == (skeleton, False)
+    # Other weights still evict the resident ones, and leave the skeleton alone.
+    cache.get_model(ModelSpec(tiny_encoder, task="embedding"), device="cpu")
+    assert cache.get_model(spec, device="meta")[1] is False
+    assert cache.get_model(spec, device="cpu")[1] is True
