@@ -72,7 +72,8 @@ def test_embed_equals_sentence_transformers(frame: Any, minilm_path: str, texts:
 def test_classify_and_sql_function_equal_transformers(
     spark: Any, frame: Any, tiny_classifier: str, texts: list[str | None]
 ) -> None:
-    spec = si.ModelSpec(tiny_classifier, task="classification", **ON_CPU)
+    # The SQL function computes in the executor's model host (which lives in the executors, not the client).
+    spec = si.ModelSpec(tiny_classifier, task="classification", host="executor", **ON_CPU)
     si.register(spark, "classify_text", spec)
     frame.createOrReplaceTempView("connect_docs")
     by_column = frame.withColumn("pred", si.classify("text", tiny_classifier, **ON_CPU)).collect()
@@ -85,7 +86,7 @@ def test_classify_and_sql_function_equal_transformers(
 
 def test_generate_equals_per_row_generate(frame: Any, tiny_causal_lm: str, texts: list[str | None]) -> None:
     got = frame.withColumn(
-        "out", si.generate("text", tiny_causal_lm, max_new_tokens=NEW, return_details=True, **ON_CPU)
+        "out", si.generate("text", tiny_causal_lm, max_new_tokens=NEW, return_details=True, host="executor", **ON_CPU)
     ).collect()
     outputs = _by_id(got, "out").to_pylist()
     with single_torch_thread():
