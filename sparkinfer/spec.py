@@ -184,9 +184,11 @@ class ModelSpec:
             them; every task of the executor tokenizes in its own worker and sends token ids to the host,
             which batches the rows of all its tasks together (and decodes generation continuously). The
             host starts with the first task that needs it and exits with its executor or when idle
-            (``engine/host.py``). ``"auto"``: ``"executor"`` when several task slots share one GPU (a
-            ``spark.task.resource.gpu.amount`` below 1), else ``"worker"``, which measured faster on CPU
-            (BENCHMARKS.md).
+            (``engine/host.py``). ``"auto"``: in a Spark task, ``"executor"`` when several task slots share
+            one GPU (a ``spark.task.resource.gpu.amount`` below 1) or for generation that the host decodes
+            continuously (a causal LM of plain full attention), which measured faster even on CPU; else
+            ``"worker"``, which measured faster for the other tasks on CPU (BENCHMARKS.md). Outside Spark,
+            ``"worker"``.
 
     Raises:
         SpecError: When a value is out of range or an option does not belong to the task.

@@ -134,20 +134,26 @@ def shared_gpu_warning(resources: TaskResources | None, *, device: str, model: s
     )
 
 
-def resolve_host(requested: str, resources: TaskResources | None, device: str) -> str:
+def resolve_host(requested: str, resources: TaskResources | None, device: str, *, continuous: bool = False) -> str:
     """Where a task's weights live: ``"worker"`` (this Python worker) or ``"executor"`` (the model host).
 
-    ``"auto"`` is ``"executor"`` when several task slots share the task's GPU (a task GPU amount below 1,
-    so each slot's worker would hold a copy of the model on it), and ``"worker"`` otherwise: with a whole
-    device per task a host only adds a hop, and on CPU separate workers measured faster (BENCHMARKS.md).
+    ``"auto"``, in a Spark task, is ``"executor"`` when several task slots share the task's GPU (a task GPU
+    amount below 1, so each slot's worker would hold a copy of the model on it), or when the host would
+    decode the task's generation continuously (`continuous`), which beat per-worker static micro-batches
+    even on CPU (BENCHMARKS.md); otherwise ``"worker"``: on CPU, embedding and classification measured
+    faster in separate workers, and with a whole GPU per task a host only adds a hop. Outside a Spark task
+    (`resources` is None) there is no executor to share, and ``"auto"`` is ``"worker"``.
 
     Args:
         requested: ``ModelSpec.host``.
         resources: The task's assignment; ``None`` outside a scheduler.
         device: The resolved torch device.
+        continuous: Whether the spec is generation that the host decodes continuously.
     """
     if requested != "auto":
         return requested
-    amount = resources.gpu_amount if resources is not None else None
+    if resources is None:
+        return "worker"
+    amount = resources.gpu_amount
     shared = device.startswith("cuda") and amount is not None and amount < 1
-    return "executor" if shared else "worker"
+    return "executor" if shared or continuous else "worker"

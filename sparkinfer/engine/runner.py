@@ -294,7 +294,10 @@ class _Model:
 def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[_Model, Metrics]:
     """The cached model on the task's device (or its host), and Metrics holding its load (if this call loaded it)."""
     device = resolve_device(spec.device, resources)
-    if resolve_host(spec.host, resources, device) == "executor":
+    # Only "auto" generation in a Spark task asks whether the host would decode it continuously.
+    decodes = spec.host == "auto" and spec.task == "generation" and resources is not None
+    continuous = decodes and _decodes_continuously(spec)
+    if resolve_host(spec.host, resources, device, continuous=continuous) == "executor":
         skeleton, _ = cache.get_model(spec, device=META)
         return _Model(skeleton, host.connect(spec, device)), Metrics()
     loaded, fresh = cache.get_model(spec, device=device)
@@ -303,6 +306,15 @@ def _get_model(spec: ModelSpec, resources: TaskResources | None) -> tuple[_Model
         if warning is not None:
             log.warning("sparkinfer: %s", warning)
     return _Model(loaded), Metrics(model_loads=int(fresh), model_load_seconds=loaded.load_seconds if fresh else 0.0)
+
+
+def _decodes_continuously(spec: ModelSpec) -> bool:
+    """Whether a model host would decode `spec`'s generation continuously (read from the model's skeleton)."""
+    from sparkinfer.engine import continuous
+    from sparkinfer.engine.tasks.generation import GenerationHead
+
+    skeleton, _ = cache.get_model(spec, device=META)
+    return isinstance(skeleton.head, GenerationHead) and continuous.supports(skeleton.head)
 
 
 def _tokenize(loaded: LoadedModel, texts: pa.Array, offset: int) -> _Tokenized:

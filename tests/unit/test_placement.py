@@ -171,10 +171,24 @@ def test_no_shared_gpu_warning_for_a_whole_gpu_or_the_cpu(resources: TaskResourc
         ("executor", None, "cpu", "executor"),
     ],
 )
-def test_auto_takes_a_host_only_where_task_slots_share_a_gpu(
+def test_auto_takes_a_host_where_task_slots_share_a_gpu(
     requested: str, resources: TaskResources | None, device: str, expected: str
 ) -> None:
     assert resolve_host(requested, resources, device) == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "resources", "expected"),
+    [
+        ("auto", TaskResources(), "executor"),  # a Spark task: continuous decoding in the host
+        ("auto", None, "worker"),  # no Spark task, no executor to share
+        ("worker", TaskResources(), "worker"),
+    ],
+)
+def test_auto_takes_a_host_for_generation_it_decodes_continuously(
+    requested: str, resources: TaskResources | None, expected: str
+) -> None:
+    assert resolve_host(requested, resources, "cpu", continuous=True) == expected
 
 
 # ---------------------------------------------------------------------------------------------- the cache
