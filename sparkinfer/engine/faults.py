@@ -69,6 +69,12 @@ def _parse(text: str) -> dict[str, str]:
     return faults
 
 
+def _asked() -> dict[str, str]:
+    """The faults the environment asks for (none without the variable: one dictionary lookup)."""
+    text = os.environ.get(ENV)
+    return _parse(text) if text else {}
+
+
 def before_forward(input_ids: Any) -> None:
     """Raise or perform the fault the environment asks for, if any, before a micro-batch runs.
 
@@ -76,10 +82,9 @@ def before_forward(input_ids: Any) -> None:
         input_ids: The micro-batch's padded token ids (a tensor of shape rows x length).
     """
     global _batches
-    text = os.environ.get(ENV)
-    if not text:
+    faults = _asked()
+    if not faults:
         return
-    faults = _parse(text)
     _batches += 1
     rows = int(input_ids.shape[0])
     if "oom_above_rows" in faults and rows > int(faults["oom_above_rows"]):
@@ -99,10 +104,9 @@ def before_forward(input_ids: Any) -> None:
 def after_request() -> None:
     """Perform ``exit_after_request`` if asked: called by a worker once a request is on its way to the host."""
     global _requests
-    text = os.environ.get(ENV)
-    if not text:
+    faults = _asked()
+    if not faults:
         return
-    faults = _parse(text)
     _requests += 1
     if faults.get("exit_after_request") == str(_requests) and _first_time(faults.get("once")):
         _exit_worker()
@@ -110,8 +114,7 @@ def after_request() -> None:
 
 def after_load(name: str, model: Any) -> None:
     """Record a model load (``trace_loads=DIR``) and set its 4-bit CPU path (``cpu_4bit_path``), if asked."""
-    text = os.environ.get(ENV)
-    faults = _parse(text) if text else {}
+    faults = _asked()
     if "cpu_4bit_path" in faults:
         set_cpu_4bit_path(model, faults["cpu_4bit_path"])
     directory = faults.get("trace_loads")
