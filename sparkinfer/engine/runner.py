@@ -12,6 +12,11 @@ Three things keep the device busy and the task alive:
 * Per-row errors: any other failure of a micro-batch is bisected down to the rows that fail alone, which
   ``ModelSpec.on_error`` then answers (raise naming the row, null, or an error column); they are counted
   in `Metrics.error_rows`, and ``max_error_rate`` stops a stream that is mostly failing.
+
+With ``ModelSpec.host="executor"`` the stream still tokenizes here and builds its column here, but its rows'
+token ids go to the executor's model host (`host`), which runs the same `forward_rows` loop over the rows of
+every task connected to it (or decodes generation continuously) and sends back outputs, per-row failures
+and counters; the failures are answered here as ``on_error`` says.
 """
 
 from __future__ import annotations
