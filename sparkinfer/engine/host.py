@@ -115,10 +115,14 @@ def host_dir() -> Path:
     return path
 
 
-def host_key(spec: ModelSpec, device: str) -> str:
-    """The key of the host serving `spec`'s weights on `device` in this executor."""
+def host_key(spec: ModelSpec, device: str, directory: Path) -> str:
+    """The key of the host serving `spec`'s weights on `device` in this executor, with its files in `directory`.
+
+    The directory is part of the key: workers told of another directory (``SPARKINFER_HOST_DIR``) hold other
+    secrets, so they must not meet the same socket.
+    """
     scope = os.environ.get("SPARK_LOCAL_DIRS") or f"process-{os.getpid()}"
-    text = f"{PROTOCOL}|{scope}|{device}|{spec.load_key!r}"
+    text = f"{PROTOCOL}|{scope}|{device}|{spec.load_key!r}|{directory.resolve()}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
@@ -202,11 +206,11 @@ def connect(spec: ModelSpec, device: str) -> HostClient:
         HostError: When the host cannot start (its log's last lines are in the message) or the directory of
             the hosts' files is not private.
     """
-    key = host_key(spec, device)
+    directory = host_dir()
+    key = host_key(spec, device, directory)
     client = _CLIENTS.get(key)
     if client is not None and not client.broken:
         return client
-    directory = host_dir()
     client = _try_connect(directory, key)
     if client is None:
         with _locked(directory / f"{key}.lock"):
