@@ -47,6 +47,8 @@ from sparkinfer.spec import ModelSpec
 
 log = logging.getLogger("sparkinfer.host")
 LOAD_FAILED = 3  # the exit status of a host whose model did not load
+EXIT_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+_exiting = threading.Lock()  # held by the thread that ends the process
 
 
 @dataclass(eq=False)
@@ -314,9 +316,22 @@ def _continuous(loaded: LoadedModel) -> bool:
 
 
 def _exit(key: str, reason: str, status: int = 0) -> NoReturn:
+    """Log why the host ends and end it. Once: a second caller (another thread) waits for the first's exit."""
+    _exiting.acquire()
     log.info("sparkinfer host %s exiting: %s", key, reason)
     logging.shutdown()
     os._exit(status)
+
+
+def _exit_on_signal(key: str) -> None:
+    """End the host at the first of `EXIT_SIGNALS`, taken here with `signal.sigwait`.
+
+    They are blocked in every thread, so no Python handler runs: a handler can be interrupted by the next
+    signal, and PySpark's daemon, when it stops, sends its process group SIGHUP twice (``shutdown`` is called
+    again from the ``finally`` around its loop).
+    """
+    number = signal.sigwait(EXIT_SIGNALS)
+    _exit(key, f"signal {signal.Signals(number).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     directory, key = Path(args.dir), args.key
     log_path = directory / f"{key}.log"
     boot: host.Bootstrap = pickle.loads(sys.stdin.buffer.read())
-    for number in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda signum, _: _exit(key, f"signal {signal.Signals(signum).name}"))
+    # Before any other thread starts: threads inherit the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
+    threading.Thread(target=_exit_on_signal, args=(key,), daemon=True, name="signals").start()
     # One host per key: the lock is held for the process's life and released by the kernel when it ends.
     lock = open(os.open(directory / f"{key}.host.lock", os.O_RDWR | os.O_CREAT, 0o600), "wb")
     try:

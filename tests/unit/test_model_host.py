@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -226,6 +227,23 @@ def test_an_idle_host_exits(executor: Path, tiny_classifier: str, monkeypatch: p
         client.close()
     assert wait_for(lambda: not hosts_in(executor), 10)
     assert "exiting: idle for 1 s without a client" in log_text(executor)
+
+
+def test_a_host_ends_at_its_first_signal_and_logs_one_exit(executor: Path, tiny_classifier: str) -> None:
+    """PySpark's daemon sends its process group SIGHUP twice when it stops: a signal arriving while the host
+    is exiting must not log a second exit line (nor run the exit twice)."""
+    run(ModelSpec(tiny_classifier, task="classification", device="cpu", host="executor"), pa.array(TEXTS[:4]))
+    [pid] = hosts_in(executor)
+    # The signals wait, blocked, for the one thread that takes them: no handler that a second one interrupts.
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    exiting = sum(1 << (s - 1) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM))
+    assert int(status["SigBlk"], 16) & exiting == exiting, status["SigBlk"]
+    while hosts_in(executor):  # a burst, as fast as the process table can be read, until the host is gone
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            break
+    assert re.findall(r"exiting: (.*)", log_text(executor)) == ["signal SIGHUP"], log_text(executor)
 
 
 def test_the_host_directory_must_be_private(executor: Path) -> None:
