@@ -73,18 +73,23 @@ def test_job_group_sees_jobs(spark: Any, job_group: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ddl", "value", "shown"),
-    [("n int", 1, "INT"), ("b binary", bytearray(b"x"), "BINARY"), ("a array<string>", ["x"], "ARRAY<STRING>")],
+    ("name", "value", "shown"),
+    [("n", "CAST(1 AS INT)", "INT"), ("b", "X'78'", "BINARY"), ("a", "array('x')", "ARRAY<STRING>")],
 )
 def test_a_non_string_input_column_fails_before_any_prediction(
-    ddl: str, value: object, shown: str, spark: Any, job_group: str, tiny_classifier: str
+    name: str, value: str, shown: str, spark: Any, job_group: str, tiny_classifier: str
 ) -> None:
-    """PySpark >= 4.0: on the driver, when the plan is analysed (no job runs). Before: the task fails at once."""
+    """PySpark >= 4.0: on the driver, when the plan is analysed (no job runs). Before: the task fails at once.
+
+    The failing job has one task and no Python stage upstream of the UDF: PySpark 3.5 closes the socket of a
+    Python worker it has already put back in its pool when it kills an interrupted task's worker (its
+    ``PythonWorkerFactory.stopWorker``), and a later job that takes that worker fails with "Socket is
+    closed". A local DataFrame's rows pass through such a stage, and a second task would be interrupted.
+    """
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
-    name = ddl.split()[0]
-    frame = spark.createDataFrame([(1, value)], f"id long, {ddl}")
+    frame = spark.range(1, numPartitions=1).selectExpr("id", f"{value} AS {name}")
     if hasattr(F, "collate"):
         jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(job_group)  # test_job_group_sees_jobs' job
         expected = rf'requires the "STRING" type, however "{name}" has the type "{re.escape(shown)}"'
