@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
@@ -47,7 +47,6 @@ from sparkinfer.spec import ModelSpec
 
 log = logging.getLogger("sparkinfer.host")
 LOAD_FAILED = 3  # the exit status of a host whose model did not load
-EXIT_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 _exiting = threading.Lock()  # held by the thread that ends the process
 
 
@@ -318,20 +317,29 @@ def _continuous(loaded: LoadedModel) -> bool:
 def _exit(key: str, reason: str, status: int = 0) -> NoReturn:
     """Log why the host ends and end it. Once: a second caller (another thread) waits for the first's exit."""
     _exiting.acquire()
+    _end(key, reason, status)
+
+
+def _on_signal(key: str) -> Callable[[int, Any], None]:
+    """The handler of SIGHUP, SIGTERM and SIGINT: end the host, unless it is already ending.
+
+    PySpark's daemon, when it stops, sends its process group SIGHUP twice (``shutdown`` is called again from
+    the ``finally`` around its loop), and the second can interrupt this handler in the main thread. Taking
+    the lock without waiting is one call, which a handler cannot interrupt: the interrupting handler (or one
+    racing another thread's exit) finds it taken and returns, and the first exit ends the process.
+    """
+
+    def handle(number: int, _: Any) -> None:
+        if _exiting.acquire(blocking=False):
+            _end(key, f"signal {signal.Signals(number).name}")
+
+    return handle
+
+
+def _end(key: str, reason: str, status: int = 0) -> NoReturn:
     log.info("sparkinfer host %s exiting: %s", key, reason)
     logging.shutdown()
     os._exit(status)
-
-
-def _exit_on_signal(key: str) -> None:
-    """End the host at the first of `EXIT_SIGNALS`, taken here with `signal.sigwait`.
-
-    They are blocked in every thread, so no Python handler runs: a handler can be interrupted by the next
-    signal, and PySpark's daemon, when it stops, sends its process group SIGHUP twice (``shutdown`` is called
-    again from the ``finally`` around its loop).
-    """
-    number = signal.sigwait(EXIT_SIGNALS)
-    _exit(key, f"signal {signal.Signals(number).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,9 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     directory, key = Path(args.dir), args.key
     log_path = directory / f"{key}.log"
     boot: host.Bootstrap = pickle.loads(sys.stdin.buffer.read())
-    # Before any other thread starts: threads inherit the mask.
-    signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
-    threading.Thread(target=_exit_on_signal, args=(key,), daemon=True, name="signals").start()
+    for number in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _on_signal(key))
     # One host per key: the lock is held for the process's life and released by the kernel when it ends.
     lock = open(os.open(directory / f"{key}.host.lock", os.O_RDWR | os.O_CREAT, 0o600), "wb")
     try:
