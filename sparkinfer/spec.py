@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 from sparkinfer.errors import SpecError
 
-Task = Literal["embedding", "classification", "generation", "text2text", "token-classification"]
+Task = Literal["embedding", "classification", "generation", "text2text", "token-classification", "extraction"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 QuantBits = Literal[4, 8]
 QuantType = Literal["nf4", "fp4"]
@@ -25,9 +25,8 @@ OnError = Literal["raise", "null", "column"]
 AggregationStrategy = Literal["none", "simple", "first", "average", "max"]
 HostMode = Literal["auto", "worker", "executor"]
 
-_GENERATE = (
-    "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed", "stop", "return_details",
-)
+_DECODE = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed")
+_GENERATE = (*_DECODE, "stop", "return_details", "choices", "regex")
 # Options that only make sense for some tasks; a non-default value for another task is an error.
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "embedding": ("pooling", "normalize"),
@@ -35,7 +34,10 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "generation": (*_GENERATE, "chat", "system_prompt"),
     "text2text": _GENERATE,
     "token-classification": ("aggregation_strategy", "ignore_labels"),
+    "extraction": (*_DECODE, "chat", "system_prompt", "schema"),
 }
+# Tasks whose model loads as another task's (same transformers class, so the same weights).
+_LOADS_AS = {"extraction": "generation"}
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
@@ -124,8 +126,9 @@ class ModelSpec:
             Hugging Face cache (nothing is downloaded when ``HF_HUB_OFFLINE=1``).
         task: ``"embedding"`` (array<float>), ``"classification"`` (struct<label, score>), ``"generation"``
             (decoder-only LM) or ``"text2text"`` (encoder-decoder) (string, or a struct with
-            ``return_details``), or ``"token-classification"``
-            (array<struct<entity, word, score, start, end>>).
+            ``return_details``), ``"token-classification"``
+            (array<struct<entity, word, score, start, end>>), or ``"extraction"`` (a causal LM decoding JSON
+            constrained by `schema`: struct<value, status, raw>).
         revision: Hub revision (branch, tag or commit) to pin; ``None`` takes the cached default.
         max_length: Tokens per row after truncation. ``None`` takes the sentence-transformers
             ``max_seq_length`` when the model has one, else the model's maximum positions.
@@ -164,8 +167,15 @@ class ModelSpec:
         return_details: Generation/text2text: return struct<text, prompt_tokens, completion_tokens,
             finish_reason> instead of the text ("stop" for an end-of-sequence token or stop string,
             "length" for max_new_tokens).
-        chat: Generation: render each prompt with the tokenizer's chat template as a user message.
-        system_prompt: Generation with ``chat=True``: a system message put before each prompt.
+        choices: Generation/text2text: the output is exactly one of these strings (constrained decoding);
+            a row that runs out of ``max_new_tokens`` first gives null (finish_reason "length").
+        regex: Generation/text2text: the output matches this regular expression (constrained decoding, Rust
+            ``regex`` syntax, anchored at both ends); a row cut off before it matches gives null.
+        chat: Generation/extraction: render each prompt with the tokenizer's chat template as a user message.
+        system_prompt: Generation/extraction with ``chat=True``: a system message put before each prompt.
+        schema: Extraction: the JSON Schema every output is decoded under, as canonical JSON text. Any form
+            `sparkinfer.schema.to_json_schema` takes is accepted (a DDL string, a JSON Schema dict, a
+            pyspark StructType, a pydantic model class) and stored as that text.
         aggregation_strategy: Token classification: how tokens merge into entities, as in transformers'
             token-classification pipeline (``"none"`` returns one entry per token).
         ignore_labels: Token classification: labels left out of the output.
@@ -219,8 +229,11 @@ class ModelSpec:
     seed: int = 0
     stop: tuple[str, ...] = ()
     return_details: bool = False
+    choices: tuple[str, ...] = ()
+    regex: str | None = None
     chat: bool = False
     system_prompt: str | None = None
+    schema: Any = None  # any form `to_json_schema` takes; stored as its canonical JSON text (str | None)
     aggregation_strategy: AggregationStrategy = "simple"
     ignore_labels: tuple[str, ...] = ("O",)
     on_error: OnError = "raise"
@@ -229,7 +242,7 @@ class ModelSpec:
     host: HostMode = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("stop", "ignore_labels"):  # lists are welcome; the frozen spec keeps a hashable tuple
+        for name in ("stop", "ignore_labels", "choices"):  # lists are welcome; the frozen spec keeps a tuple
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.model, str) or not self.model.strip():
@@ -309,8 +322,9 @@ class ModelSpec:
         _check_bool("return_details", self.return_details)
         _check_bool("chat", self.chat)
         _check_optional_str("system_prompt", self.system_prompt)
+        self._check_constraint()
         sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": None, "seed": 0}
-        if self.task in ("generation", "text2text") and not self.do_sample:
+        if self.task in ("generation", "text2text", "extraction") and not self.do_sample:
             for name, default in sampling.items():
                 if getattr(self, name) != default:
                     raise SpecError(
@@ -322,6 +336,34 @@ class ModelSpec:
                 "ModelSpec.system_prompt is sent through the tokenizer's chat template, so it needs chat=True "
                 f"(got chat=False, system_prompt={self.system_prompt!r}); pass chat=True, or put the "
                 "instructions into the prompt itself"
+            )
+
+    def _check_constraint(self) -> None:
+        """The grammar options: `schema` normalized to canonical JSON text, `choices`/`regex` well formed.
+
+        Whether the grammar compiles is checked where llguidance is installed: `engine.constrain.check`.
+        """
+        if self.choices != ():
+            _check_strings("choices", self.choices, example="('positive', 'negative')")
+        _check_optional_str("regex", self.regex)
+        if self.choices and self.regex is not None:
+            raise SpecError(
+                f"ModelSpec.choices and regex exclude each other (got choices={self.choices!r}, "
+                f"regex={self.regex!r}); a choice is a regex too: regex='(?:a|b)'"
+            )
+        if (self.choices or self.regex is not None) and self.stop:
+            raise SpecError(
+                f"ModelSpec.stop would cut a constrained output short (got stop={self.stop!r} with "
+                f"{'choices' if self.choices else 'regex'}); drop stop: the grammar ends the output"
+            )
+        if self.schema is not None:
+            from sparkinfer.schema import to_json_schema
+
+            object.__setattr__(self, "schema", to_json_schema(self.schema))
+        elif self.task == "extraction":
+            raise SpecError(
+                "ModelSpec.schema is required for task 'extraction' (got None); pass e.g. "
+                "schema='name string, age int' or a JSON Schema dict"
             )
 
     def _check_task_options(self) -> None:
@@ -365,8 +407,8 @@ class ModelSpec:
     @property
     def load_key(self) -> LoadKey:
         """The fields that decide the loaded weights (see `LoadKey`); presets spelled out as in `cache_key`."""
-        return LoadKey(self.model, self.task, self.revision, self.dtype, self.quantization_spec,
-                       self.trust_remote_code, self.allow_pickle)
+        return LoadKey(self.model, _LOADS_AS.get(self.task, self.task), self.revision, self.dtype,
+                       self.quantization_spec, self.trust_remote_code, self.allow_pickle)
 
     def with_options(self, **options: Any) -> ModelSpec:
         """Return a copy with some fields replaced (and validated again).

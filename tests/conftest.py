@@ -196,9 +196,10 @@ def build_tiny_tokenizer(path: Path) -> Any:
 
 
 def build_tiny_causal_lm(
-    path: Path, *, seed: int = 0, eos_boost: float = 2.5, width: int = 32, inner: int | None = None
+    path: Path, *, seed: int = 0, eos_boost: float = 2.5, width: int = 32, inner: int | None = None,
+    positions: int = 128,
 ) -> str:
-    """A random GPT-2 (2 layers, width 32, 128 positions) with the tiny BPE tokenizer, saved to `path`.
+    """A random GPT-2 (2 layers, width 32, `positions` positions) with the tiny BPE tokenizer, saved to `path`.
 
     Weights are drawn wider than GPT-2's default (std 0.2) so that the top two logits rarely come within
     float noise of each other, and the (tied) embedding of </s> is scaled by `eos_boost` so that greedy
@@ -211,7 +212,7 @@ def build_tiny_causal_lm(
 
     tokenizer = build_tiny_tokenizer(path)
     config = transformers.GPT2Config(
-        vocab_size=len(tokenizer), n_positions=128, n_embd=width, n_inner=inner, n_layer=2, n_head=2,
+        vocab_size=len(tokenizer), n_positions=positions, n_embd=width, n_inner=inner, n_layer=2, n_head=2,
         bos_token_id=1, eos_token_id=1, pad_token_id=0, initializer_range=0.2,
     )
     torch.manual_seed(seed)
@@ -241,6 +242,12 @@ def build_tiny_seq2seq(path: Path, *, seed: int = 0) -> str:
 def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random tiny GPT-2 + trained BPE tokenizer with a chat template (see `build_tiny_causal_lm`)."""
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_extraction_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny GPT-2 with 256 positions: room for a prompt and a JSON value of ~150 tokens."""
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_extraction_lm"), positions=256)
 
 
 @pytest.fixture(scope="session")

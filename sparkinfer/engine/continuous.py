@@ -111,12 +111,13 @@ def supports(head: GenerationHead) -> bool:
     """Whether `ContinuousDecoder` can serve `head`: a causal LM whose cache is plain full attention.
 
     Sliding-window, chunked and linear-attention layers keep state that a left-padded concatenation does
-    not carry; such models stay on `GenerationHead.forward`.
+    not carry; such models stay on `GenerationHead.forward`, as do constrained heads (a grammar's matchers
+    live in one ``generate`` call).
     """
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    if not head.causal:
+    if not head.causal or head.constraint is not None:
         return False
     cache = DynamicCache(config=head.model.config.get_text_config(decoder=True))
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)

@@ -40,6 +40,12 @@ class Metrics:
         cross_task_batches: Micro-batches (or decode steps) in which this call's rows ran beside rows of
             another task.
         queue_wait_seconds: Seconds this call's requests waited in the host's queue before computing.
+        constrained_rows: Rows decoded under a grammar (extraction, or generation with choices/regex).
+        truncated_outputs: Of those, rows that ran out of ``max_new_tokens`` before completing it.
+        invalid_outputs: Extraction rows that completed the grammar but failed validation (status
+            "invalid"); the rest of the constrained rows are "ok".
+        mask_seconds: Extraction: seconds spent feeding grammar matchers and computing and applying token
+            masks (part of ``forward_seconds``).
     """
 
     rows: int = 0
@@ -59,6 +65,10 @@ class Metrics:
     host_clients: int = 0
     cross_task_batches: int = 0
     queue_wait_seconds: float = 0.0
+    constrained_rows: int = 0
+    truncated_outputs: int = 0
+    invalid_outputs: int = 0
+    mask_seconds: float = 0.0
 
     @property
     def padding_efficiency(self) -> float:

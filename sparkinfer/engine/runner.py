@@ -361,7 +361,7 @@ def _compute(
         )
     errors = {row: _row_error(spec, tokenized, row, exc) for row, exc in sorted(failed.items())}
     metrics.error_rows = len(errors)
-    result = _to_arrow(spec, model.loaded, tokenized, outputs, errors)
+    result = _to_arrow(spec, model.loaded, tokenized, outputs, errors, metrics)
     metrics.forward_seconds = time.perf_counter() - started
     return result, metrics
 
@@ -477,9 +477,17 @@ def _row_error(spec: ModelSpec, tokenized: _Tokenized, row: int, exc: Exception)
 
 
 def _to_arrow(
-    spec: ModelSpec, loaded: LoadedModel, tokenized: _Tokenized, outputs: npt.NDArray[Any], failed: dict[int, str]
+    spec: ModelSpec,
+    loaded: LoadedModel,
+    tokenized: _Tokenized,
+    outputs: npt.NDArray[Any],
+    failed: dict[int, str],
+    metrics: Metrics,
 ) -> pa.Array:
-    """The head's column for a chunk, failed rows null; with on_error="column", wrapped with the errors."""
+    """The head's column for a chunk, failed rows null; with on_error="column", wrapped with the errors.
+
+    A head with a ``tally(outputs)`` adds its counters of the rows that worked to `metrics`.
+    """
     valid, inputs = tokenized.valid, tokenized.inputs
     if failed:  # the head sees the rows that worked only, failed ones as if they were null
         ok = np.ones(len(tokenized.ids), dtype=bool)
@@ -491,6 +499,9 @@ def _to_arrow(
         inputs = Inputs([inputs.texts[i] for i in keep], [inputs.encodings[i] for i in keep])
         outputs = outputs[ok]
     result = loaded.head.to_arrow(outputs, valid, inputs)
+    tally = getattr(loaded.head, "tally", None)
+    for name, value in (tally(outputs) if tally is not None else {}).items():
+        setattr(metrics, name, getattr(metrics, name) + value)
     if spec.on_error != "column":
         return result
     errors: list[str | None] = [None] * tokenized.rows

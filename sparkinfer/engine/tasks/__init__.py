@@ -7,7 +7,7 @@ from typing import cast
 
 from sparkinfer.engine.tasks import classification, embedding
 from sparkinfer.engine.tasks import token_classification
-from sparkinfer.engine.tasks import generation, text2text
+from sparkinfer.engine.tasks import extraction, generation, text2text
 from sparkinfer.engine.tasks.base import Head, Inputs, Task
 
 _TASKS: dict[str, ModuleType] = {
@@ -16,6 +16,7 @@ _TASKS: dict[str, ModuleType] = {
     "token-classification": token_classification,
     "generation": generation,
     "text2text": text2text,
+    "extraction": extraction,
 }
 
 

@@ -15,6 +15,10 @@ rows share its batch or how the stream was cut.
 
 `_Finish` stops each row at its first end-of-sequence token or stop string, and records when and why, for
 ``return_details`` (``finish_reason`` "stop" or "length", ``completion_tokens``).
+
+With ``choices`` or ``regex`` the head decodes under a grammar (`constrain.Constraint`, applied before the
+sampler): a row that runs out of ``max_new_tokens`` before completing it gives a null text and finish
+reason "length".
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from sparkinfer.engine import constrain
 from sparkinfer.engine.tasks.base import Inputs, PaddingSide
 from sparkinfer.errors import SpecError
 
@@ -52,8 +57,12 @@ def arrow_type(spec: ModelSpec) -> pa.DataType:
     return DETAILS if spec.return_details else pa.string()
 
 
-def build_head(spec: ModelSpec, model: Any, tokenizer: Any, model_dir: Path) -> GenerationHead:
+def build_head(
+    spec: ModelSpec, model: Any, tokenizer: Any, model_dir: Path, *, head_class: type[GenerationHead] | None = None
+) -> GenerationHead:
     """The head of a causal LM (task "generation") or an encoder-decoder (task "text2text").
+
+    `head_class` is a subclass of `GenerationHead` to build instead (extraction's).
 
     For a causal LM, the backing tokenizer is set to keep the END of long prompts, at most the model's
     positions minus ``max_new_tokens`` tokens (and no more than the loader's max length).
@@ -62,7 +71,7 @@ def build_head(spec: ModelSpec, model: Any, tokenizer: Any, model_dir: Path) -> 
         SpecError: When ``chat=True`` but the tokenizer has no chat template, or when ``max_new_tokens``
             leaves no room for a prompt within the model's positions.
     """
-    causal = spec.task == "generation"
+    causal = spec.task != "text2text"
     if spec.chat and not getattr(tokenizer, "chat_template", None):
         raise SpecError(
             f"ModelSpec.chat=True needs a tokenizer with a chat template, but the tokenizer of {spec.model!r} has "
@@ -87,7 +96,15 @@ def build_head(spec: ModelSpec, model: Any, tokenizer: Any, model_dir: Path) -> 
     eos = config.eos_token_id
     eos_ids = tuple(int(i) for i in ([eos] if isinstance(eos, int) else eos or []))
     pad = next((int(p) for p in (config.pad_token_id, tokenizer.pad_token_id, *eos_ids) if p is not None), 0)
-    return GenerationHead(spec, model, tokenizer, causal=causal, eos_ids=eos_ids, pad_id=pad)
+    return (head_class or GenerationHead)(spec, model, tokenizer, causal=causal, eos_ids=eos_ids, pad_id=pad)
+
+
+def constraint(spec: ModelSpec, model: Any, tokenizer: Any, eos_ids: tuple[int, ...]) -> constrain.Constraint | None:
+    """The compiled grammar of a constrained spec (``schema``, ``choices``, ``regex``), else None."""
+    if not constrain.constrained(spec):
+        return None
+    vocab = getattr(model.config.get_text_config(decoder=True), "vocab_size", None) or len(tokenizer)
+    return constrain.Constraint(spec, tokenizer, int(vocab), eos_ids)
 
 
 def _positions(config: Any) -> int | None:
@@ -114,6 +131,7 @@ class GenerationHead:
         self.pad_id = pad_id
         self.padding_side: PaddingSide = "left" if causal else "right"
         self.new_tokens = spec.max_new_tokens
+        self.constraint = constraint(spec, model, tokenizer, eos_ids)
 
     def prepare(self, texts: list[str]) -> list[Any]:
         """Encode the prompts; with ``chat=True`` render them with the chat template first.
@@ -150,17 +168,25 @@ class GenerationHead:
         if live:
             if len(live) < len(counts):
                 input_ids, attention_mask = input_ids[live], attention_mask[live]
-            for row, result in zip(live, self._generate(input_ids, attention_mask)):
-                out[row] = result
+            results, complete, _ = self._generate(input_ids, attention_mask)
+            for row, result, done in zip(live, results, complete or [True] * len(live)):
+                out[row] = result if done else (None, *result[1:3], "length")
         return out
 
-    def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[str, int, int, str]]:
+    def _generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[list[tuple[str, int, int, str]], list[bool] | None, float]:
+        """``generate`` on live rows: their ``(text, prompt_tokens, completion_tokens, reason)``; under a grammar,
+        whether each row completed it (else None), and the seconds spent masking."""
         import transformers
 
         spec = self.spec
         start = input_ids.shape[1] if self.causal else 1  # causal: after the padded prompt; else after <start>
         finish = _Finish(len(input_ids), start, self.eos_ids, spec.stop, self._decode)
         processors = transformers.LogitsProcessorList()
+        masker = self.constraint.masker(len(input_ids)) if self.constraint is not None else None
+        if masker is not None:  # before the sampler: a sampled row stays inside the grammar
+            processors.append(masker)
         if spec.do_sample:
             prompts = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids.cpu(), attention_mask.cpu())]
             processors.append(_GumbelSampler(spec, [row_seed(spec.seed, p) for p in prompts]))
@@ -185,7 +211,16 @@ class GenerationHead:
             cut = _cut(text, spec.stop)
             stopped = finish.lengths[row] >= 0 or cut != text
             results.append((cut, int(prompt_tokens[row]), int(counts[row]), "stop" if stopped else "length"))
-        return results
+        if masker is None:
+            return results, None, 0.0
+        complete = masker.complete([tokens[:n] for tokens, n in zip(generated, counts)])
+        return results, complete, masker.seconds
+
+    def tally(self, outputs: npt.NDArray[Any]) -> dict[str, float]:
+        """Metrics counters of a constrained head's outputs: its rows, and those cut off (null text)."""
+        if self.constraint is None:
+            return {}
+        return {"constrained_rows": len(outputs), "truncated_outputs": sum(1 for v in outputs if v[0] is None)}
 
     def _decode(self, sequences: list[list[int]]) -> list[str]:
         texts: list[str] = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
