@@ -27,13 +27,13 @@ from sparkinfer.spec import ModelSpec, QuantizationSpec
 
 if TYPE_CHECKING:
     from sparkinfer.spark.tables import read_table, repair_delta_statistics, write_table
-    from sparkinfer.spark.udf import classify, classify_tokens, embed, generate, predict, prompt, register
+    from sparkinfer.spark.udf import classify, classify_tokens, embed, extract, generate, predict, prompt, register
 
 __version__ = "0.1.0"
 
 # name → the module that defines it; importing one imports pyspark (see sparkinfer.spark).
 _SPARK_NAMES = {
-    **dict.fromkeys(("classify", "classify_tokens", "embed", "generate", "predict", "prompt", "register"),
+    **dict.fromkeys(("classify", "classify_tokens", "embed", "extract", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
 }
@@ -50,6 +50,7 @@ __all__ = [
     "classify",
     "classify_tokens",
     "embed",
+    "extract",
     "generate",
     "predict",
     "prompt",

@@ -60,7 +60,7 @@ _JOB_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 ]
 _SPEC_SKIPPED = {"model", "task"}
 # Tuple fields taken one value per flag (``--stop '###' --stop $'\n\n'``): a stop string may hold a comma.
-_REPEATED = {"stop"}
+_REPEATED = {"stop", "choices"}
 _EPILOG = """\
 examples:
   spark-submit scripts/predict_table.py --input /data/docs --output /data/docs_emb \\
@@ -102,6 +102,9 @@ def build_parser(prog: str, choices: dict[str, tuple[str, ...]], description: st
         text = (docs.get(field.name, "") + default).replace("%", "%%")
         if _members(hint) == [bool]:
             model.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif field.name == "schema":
+            model.add_argument(flag, type=_schema_text, metavar="DDL_OR_JSON", help=text + "; a DDL string, JSON "
+                               "Schema text, or the path of a .json file holding a JSON Schema")
         elif field.name in _REPEATED:
             model.add_argument(flag, action="append", metavar="TEXT", help=text + " (repeat the flag for several)")
         else:
@@ -156,6 +159,17 @@ def _members(hint: Any) -> list[Any]:
 
 def _optional(hint: Any) -> bool:
     return get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
+
+
+def _schema_text(value: str) -> str:
+    """``--schema``: a DDL or JSON Schema string as given, or the text of the .json file it names."""
+    if not value.lower().endswith(".json"):
+        return value
+    try:
+        with open(value, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read the schema file {value!r}: {exc.strerror}") from exc
 
 
 def _cli_type(hint: Any) -> Callable[[str], Any]:

@@ -288,6 +288,18 @@ class RunReport:
             "delta_versions": list(self.delta_versions),
             "delta_engine": self.delta_engine,
             "engine": self.metrics.to_dict(),
+            **self._constrained(),
+        }
+
+    def _constrained(self) -> dict[str, Any]:
+        """For constrained decoding: rows per status, and the share of forward time spent on token masks."""
+        m = self.metrics
+        if not m.constrained_rows:
+            return {}
+        ok = m.constrained_rows - m.truncated_outputs - m.invalid_outputs
+        return {
+            "statuses": {"ok": ok, "truncated": m.truncated_outputs, "invalid": m.invalid_outputs},
+            "mask_share": m.mask_seconds / m.forward_seconds if m.forward_seconds > 0 else 0.0,
         }
 
 

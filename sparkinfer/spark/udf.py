@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.udf import UserDefinedFunction
 
 from sparkinfer._optional import check_installed
+from sparkinfer.engine import constrain
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.engine.placement import TaskResources
 from sparkinfer.engine.runner import output_type
@@ -134,6 +135,45 @@ def generate(
     return predict(col, model, task=chosen, **options)
 
 
+def extract(
+    col: ColumnOrName, model: str | ModelSpec, schema: object, *, prompt: str | None = None, **options: Any
+) -> Column:
+    """A Column of typed values extracted from text: JSON decoded under `schema` by a causal LM, parsed.
+
+    At every decoding step the tokens the schema's grammar does not allow are masked (llguidance), so the
+    model can only write compact JSON of the schema's shape; the result is then validated against the
+    schema (the keywords a grammar cannot enforce, such as date formats, are checked here) and converted.
+
+    Args:
+        col: The input text column (name or Column).
+        model: A causal LM's directory or hub id, or a ready ModelSpec of task "extraction".
+        schema: The value's schema: a DDL string (``"name string, age int, tags array<string>"``), a
+            JSON Schema dict, a pyspark ``StructType`` or a pydantic model class. The mapping between them is
+            `sparkinfer.schema`'s; the struct's fields come in the schema's order.
+        prompt: A template as in `prompt` (``"Extract the person from: {text}"``) that builds the model's
+            input from columns instead of `col`.
+        **options: ModelSpec fields: ``max_new_tokens`` (the JSON's token budget), ``do_sample`` and the
+            sampling options, ``chat``, ``system_prompt``, the batching options and ``on_error``.
+
+    Returns:
+        A Column of struct<value: the schema's struct, status: string, raw: string>: ``status`` is
+        ``"ok"`` (``value`` parsed and validated), ``"truncated"`` (``max_new_tokens`` ran out before the
+        value closed; ``value`` null) or ``"invalid"`` (complete but not valid; ``value`` null), ``raw`` the
+        generated text. A null input gives null.
+
+    Raises:
+        SpecError: On the driver, for a schema that does not map or compile (naming the keyword), or any
+            other invalid option.
+        MissingDependencyError: Without llguidance and jsonschema (``pip install 'sparkinfer[extract]'``).
+
+    Example:
+        >>> df.withColumn("person", extract("bio", "/models/llm", "name string, age int", max_new_tokens=64))
+    """
+    if schema is not None:  # a ModelSpec brings its own schema; one given here replaces it
+        options["schema"] = schema
+    return predict(col if prompt is None else _render(prompt), model, task="extraction", **options)
+
+
 def prompt(template: str) -> Column:
     """A string Column filling a template's ``{column}`` placeholders with those columns, cast to string.
 
@@ -150,6 +190,11 @@ def prompt(template: str) -> Column:
             placeholder (``{}``, ``{0}``), a format spec or a conversion (``{x:>10}``, ``{x!r}``), or no
             placeholder at all.
     """
+    return _render(template)
+
+
+def _render(template: str) -> Column:
+    """`prompt`'s Column (a function of its own: `extract` has a parameter named prompt)."""
     pieces = [
         F.lit(text) if name is None else F.col(f"`{name.replace('`', '``')}`").cast("string")
         for text, name in _template_parts(template)
@@ -296,6 +341,9 @@ def _check_dependencies(spec: ModelSpec) -> None:
         check_installed(
             "bitsandbytes", "accelerate", extra="quant", purpose=f"ModelSpec.quantization={spec.quantization!r}"
         )
+    if constrain.constrained(spec):
+        check_installed("llguidance", "jsonschema", extra="extract", purpose="constrained decoding")
+        constrain.grammar(spec)  # a schema, choice or regex that does not compile fails here, not in every task
 
 
 def _task_gpu_amount() -> float | None:

@@ -100,6 +100,20 @@ def test_generate_equals_per_row_generate(frame: Any, tiny_causal_lm: str, texts
             assert (out["prompt_tokens"], out["completion_tokens"]) == (prompt_tokens, len(generated)), f"row {i}"
 
 
+def test_extract_gives_the_schemas_struct_as_each_row_alone(
+    frame: Any, tiny_extraction_lm: str, texts: list[str | None]
+) -> None:
+    from sparkinfer.engine import run as run_engine
+
+    ddl, options = "name varchar(10), age int, member boolean", {"max_new_tokens": 64, **ON_CPU}
+    got = frame.withColumn("x", si.extract("text", tiny_extraction_lm, ddl, **options)).collect()
+    outputs = _by_id(got, "x").to_pylist()
+    spec = si.ModelSpec(tiny_extraction_lm, task="extraction", schema=ddl, **options)
+    with single_torch_thread():
+        alone = [None if t is None else run_engine(spec, pa.array([t]))[0].to_pylist()[0] for t in texts]
+    assert outputs == alone and sum(o is not None and o["status"] == "ok" for o in outputs) >= 15
+
+
 @pytest.fixture(scope="module")
 def input_table(rows: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("connect_input") / "docs"

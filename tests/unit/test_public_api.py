@@ -20,7 +20,7 @@ HOMES = {
     **dict.fromkeys(("InferenceError", "MissingDependencyError", "ModelLoadError", "SparkInferError", "SpecError",
                      "TableError"), "sparkinfer.errors"),
     **dict.fromkeys(("ModelSpec", "QuantizationSpec"), "sparkinfer.spec"),
-    **dict.fromkeys(("classify", "classify_tokens", "embed", "generate", "predict", "prompt", "register"),
+    **dict.fromkeys(("classify", "classify_tokens", "embed", "extract", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
 }

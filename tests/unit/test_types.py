@@ -27,6 +27,9 @@ LABEL_SCORE = T.StructType([T.StructField("label", T.StringType()), T.StructFiel
         (pa.large_list(pa.float64()), T.ArrayType(T.DoubleType())),
         (pa.struct([("label", pa.string()), ("score", pa.float64())]), LABEL_SCORE),
         (pa.list_(pa.list_(pa.int64())), T.ArrayType(T.ArrayType(T.LongType()))),
+        (pa.date32(), T.DateType()),
+        (pa.timestamp("us", tz="UTC"), T.TimestampType()),
+        (pa.map_(pa.string(), pa.int32()), T.MapType(T.StringType(), T.IntegerType())),
     ],
     ids=str,
 )
@@ -47,14 +50,26 @@ def test_spark_ddl_matches_pyspark_simple_string(arrow: pa.DataType, spark: T.Da
             ModelSpec("m", task="classification", top_k=2),
             T.StructType([*LABEL_SCORE.fields, T.StructField("scores", T.ArrayType(LABEL_SCORE))]),
         ),
+        (
+            ModelSpec("m", task="extraction", schema="name string, born date, tags array<int>"),
+            T.StructType([
+                T.StructField("value", T.StructType.fromJson({"type": "struct", "fields": [
+                    {"name": "name", "type": "string", "nullable": True, "metadata": {}},
+                    {"name": "born", "type": "date", "nullable": True, "metadata": {}},
+                    {"name": "tags", "type": {"type": "array", "elementType": "integer", "containsNull": True},
+                     "nullable": True, "metadata": {}},
+                ]})),
+                T.StructField("status", T.StringType()), T.StructField("raw", T.StringType()),
+            ]),
+        ),
     ],
-    ids=["embedding", "classification", "return_all_scores", "top_k"],
+    ids=["embedding", "classification", "return_all_scores", "top_k", "extraction"],
 )
 def test_task_return_types(spec: ModelSpec, spark: T.DataType) -> None:
     assert spark_ddl(get_task(spec.task).arrow_type(spec)) == spark.simpleString()
 
 
-@pytest.mark.parametrize("arrow", [pa.date32(), pa.binary(), pa.map_(pa.string(), pa.int32())], ids=str)
+@pytest.mark.parametrize("arrow", [pa.binary(), pa.timestamp("ns"), pa.decimal128(10, 2)], ids=str)
 def test_unsupported_arrow_type_raises(arrow: pa.DataType) -> None:
     with pytest.raises(TypeError, match="no Spark type"):
         spark_ddl(arrow)
