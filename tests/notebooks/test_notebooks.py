@@ -147,7 +147,8 @@ def test_jupytext_shows_the_databricks_cells(path: Path) -> None:
 
 def test_notebooks_are_all_there() -> None:
     assert [p.name for p in NOTEBOOKS] == [
-        "01_quickstart.py", "02_delta_pipeline.py", "03_quantized_generation.py", "04_gpu_cluster.py"
+        "01_quickstart.py", "02_delta_pipeline.py", "03_quantized_generation.py", "04_gpu_cluster.py",
+        "05_extraction.py",
     ]
 
 
@@ -285,6 +286,41 @@ def test_04_gpu_cluster_prints_confs_measures_budgets_and_runs_the_job(
     table = pq.read_table(tmp_path / "docs_embeddings").to_pydict()
     texts = {r["id"]: r["text"] for r in sample[:rows]}
     assert_embeddings_match(dict(zip(table["id"], table["embedding"])), texts, st_oracle)
+
+
+@pytest.mark.spark
+def test_05_extraction_gives_the_schemas_columns_as_each_row_alone(
+    spark: Any, tiny_extraction_lm: str, sample: list[dict[str, Any]]
+) -> None:
+    import pyarrow as pa
+
+    from sparkinfer.engine import run
+    from sparkinfer.spec import ModelSpec
+
+    rows, new = 6, 200
+    ddl = "summary varchar(60), kind varchar(12), arguments array<varchar(16)>, returns_none boolean"
+    template = "Module {module}. Docstring: {text}\nAs JSON:"
+    spec = ModelSpec(tiny_extraction_lm, task="extraction", schema=ddl, max_new_tokens=new, device="cpu")
+    with single_torch_thread():
+        expected = {r["id"]: run(spec, pa.array([template.format(**r)]))[0].to_pylist()[0] for r in sample[:rows]}
+    dbutils = FakeDbutils(model=tiny_extraction_lm, rows=rows, max_new_tokens=new)
+
+    ns = run_notebook("05_extraction.py", spark=spark, dbutils=dbutils)
+
+    assert dbutils.widgets.declared["schema"] == ddl and dbutils.widgets.declared["template"] == template
+    assert ns["extracted"].schema["fields"].dataType["value"].dataType.simpleString() == (
+        "struct<summary:string,kind:string,arguments:array<string>,returns_none:boolean>")
+    columns = ns["columns"]
+    assert list(columns.columns) == ["id", "status", "summary", "kind", "arguments", "returns_none", "raw"]
+    got = {
+        row.id: {"status": row.status, "raw": row.raw, "value": None if row.status != "ok" else {
+            "summary": row.summary, "kind": row.kind,
+            "arguments": None if row.arguments is None else list(row.arguments), "returns_none": row.returns_none}}
+        for row in columns.itertuples()
+    }
+    assert got == {i: {"status": e["status"], "raw": e["raw"], "value": e["value"]} for i, e in expected.items()}
+    assert sum(e["status"] == "ok" for e in expected.values()) >= rows - 1
+    assert int(ns["statuses"].sum()) == rows
 
 
 # Last: the other notebooks use MiniLM, which the Python workers keep cached from one notebook to the next.
