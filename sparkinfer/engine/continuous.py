@@ -43,7 +43,7 @@ import numpy as np
 
 from sparkinfer.engine import faults
 from sparkinfer.engine.batching import pad
-from sparkinfer.engine.tasks.generation import GenerationHead, _cut, _GumbelSampler, row_seed
+from sparkinfer.engine.tasks.generation import GenerationHead, _GumbelSampler, finished_row, row_seed
 from sparkinfer.errors import InferenceError, SpecError
 
 if TYPE_CHECKING:
@@ -420,9 +420,8 @@ class ContinuousDecoder:
         if ended:
             texts = self.head._decode([rows[i].tokens[: len(rows[i].tokens) - rows[i].by_eos] for i in ended])
             for i, text in zip(ended, texts):
-                row, cut = rows[i], _cut(text, spec.stop)
-                reason = "stop" if row.stopped or cut != text else "length"
-                self._finish(row, (cut, len(row.ids), len(row.tokens), reason))
+                row = rows[i]
+                self._finish(row, finished_row(text, len(row.ids), len(row.tokens), row.stopped, spec.stop))
         return alive, chosen
 
     # ------------------------------------------------------------------------------------------ bookkeeping

@@ -263,15 +263,7 @@ class _Server:
             try:
                 finished = decoder.step()
             except Exception as exc:  # not a row's fault (those come back as results): fail every row
-                log.warning("sparkinfer host: a decoding step failed: %s", describe(exc))
-                keys = [k for k, (r, _) in self.decoding.items() if r.spec.cache_key in self.decoders
-                        and self.decoders[r.spec.cache_key] is decoder]
-                decoder.cancel(keys)
-                for request in {id(self.decoding[k][0]): self.decoding[k][0] for k in keys}.values():
-                    request.left = 0
-                    request.refuse(exc)
-                for k in keys:
-                    self.decoding.pop(k, None)
+                self._fail_decoder(decoder, exc)
                 continue
             for row_key, done in finished:
                 entry = self.decoding.pop(row_key, None)
@@ -289,6 +281,17 @@ class _Server:
                 request.left -= 1
                 if request.left == 0:
                     request.answer()
+
+    def _fail_decoder(self, decoder: Any, exc: Exception) -> None:
+        """Refuse every request with rows in `decoder`, whose step failed, and drop those rows."""
+        log.warning("sparkinfer host: a decoding step failed: %s", describe(exc))
+        keys = [k for k, (r, _) in self.decoding.items() if self.decoders.get(r.spec.cache_key) is decoder]
+        decoder.cancel(keys)
+        for request in {id(self.decoding[k][0]): self.decoding[k][0] for k in keys}.values():
+            request.left = 0
+            request.refuse(exc)
+        for k in keys:
+            del self.decoding[k]
 
     # ------------------------------------------------------------------------------------------- lifetime
 

@@ -143,14 +143,23 @@ def test_processes_of_one_executor_share_one_host_that_ends_with_the_process_it_
     assert f"pid {results[0]['pid']}, which it serves, ended" in log_text(executor)
 
 
+def _server_with_two_clients(spec: ModelSpec, directory: Path) -> tuple[Any, Any, list[Any], list[Any]]:
+    """The spec's model here, a host's server in this process, and two connected clients (pipe ends).
+
+    Returns:
+        The loaded model, the server, each client's (its end, the server's end), and the server's clients.
+    """
+    loaded, _ = cache.get_model(spec, device="cpu")
+    boot = host.Bootstrap(spec=spec, device="cpu", secret=b"", watch=(), executor=None, idle_timeout=60, threads=1)
+    server = host_server._Server(boot, "test", directory / "test.log")
+    ends = [Pipe() for _ in range(2)]
+    return loaded, server, ends, [host_server._Client(n, theirs) for n, (_, theirs) in enumerate(ends)]
+
+
 def test_rows_of_several_tasks_share_micro_batches(executor: Path, tiny_classifier: str) -> None:
     """The host's round puts the queued requests of two connections into the same micro-batches."""
     spec = ModelSpec(tiny_classifier, task="classification", device="cpu", batch_tokens=4096)
-    loaded, _ = cache.get_model(spec, device="cpu")
-    boot = host.Bootstrap(spec=spec, device="cpu", secret=b"", watch=(), executor=None, idle_timeout=60, threads=1)
-    server = host_server._Server(boot, "test", executor / "test.log")
-    ends = [Pipe() for _ in range(2)]
-    clients = [host_server._Client(n, theirs) for n, (_, theirs) in enumerate(ends)]
+    loaded, server, ends, clients = _server_with_two_clients(spec, executor)
     tokenized = [loaded.head.prepare([t for t in TEXTS[i::2] if t is not None]) for i in range(2)]
     requests = [
         host_server._Request(c, 7, spec, [np.asarray(e.ids, np.int32) for e in encodings], time.monotonic())
@@ -163,10 +172,49 @@ def test_rows_of_several_tasks_share_micro_batches(executor: Path, tiny_classifi
         assert (kind, number, failed) == ("done", 7, {})
         texts: list[str | None] = [t for t in TEXTS[i::2] if t is not None]
         assert len(outputs) == len(texts)
-        column = loaded.head.to_arrow(outputs, np.ones(len(texts), bool), None)  # type: ignore[arg-type]
+        column = loaded.head.to_arrow(outputs, np.ones(len(texts), bool), None)
         assert_classification_matches(column, texts, oracle)
         # 62 short rows fit one budget: one micro-batch, shared by both tasks.
         assert counters["micro_batches"] == 1 and counters["cross_task_batches"] == 1, counters
+
+
+def test_a_failing_decoding_step_refuses_its_requests_and_the_decoder_serves_on(
+    executor: Path, tiny_causal_lm: str
+) -> None:
+    spec = ModelSpec(tiny_causal_lm, task="generation", device="cpu", max_new_tokens=4)
+    loaded, server, ends, clients = _server_with_two_clients(spec, executor)
+    ids = [np.asarray(e.ids, np.int32) for e in loaded.head.prepare(["a short prompt", "another one"])]
+    server.compute(spec.cache_key, [host_server._Request(c, 3, spec, ids, time.monotonic()) for c in clients])
+    decoder = server.decoders[spec.cache_key]  # a causal GPT-2: decoded continuously
+
+    def broken() -> None:
+        raise RuntimeError("the step broke")
+
+    decoder.step = broken
+    server.decode_step()
+    for mine, _ in ends:
+        assert mine.poll(10), "a request with rows in the failed step was not answered"
+        kind, number, (name, message) = mine.recv()
+        assert (kind, number, name) == ("error", 3, "RuntimeError") and "the step broke" in message
+    assert server.decoding == {} and not decoder.busy
+    del decoder.step  # mended: the same decoder takes the next request
+    server.compute(spec.cache_key, [host_server._Request(clients[0], 4, spec, ids, time.monotonic())])
+    while server.decoding:
+        server.decode_step()
+    assert ends[0][0].poll(10)
+    kind, number, (outputs, failed, _) = ends[0][0].recv()
+    assert (kind, number, failed, len(outputs)) == ("done", 4, {}, 2)
+    assert list(outputs) == list(loaded.head.forward(*_padded(loaded, ids)))
+
+
+def _padded(loaded: Any, ids: list[Any]) -> tuple[Any, Any]:
+    """The rows as one left-padded micro-batch, for the static head (the reference)."""
+    import torch
+
+    from sparkinfer.engine.batching import pad
+
+    input_ids, mask = pad([list(map(int, x)) for x in ids], np.arange(len(ids)), pad_id=loaded.pad_id, side="left")
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
 
 def test_per_row_errors_and_out_of_memory_splits_behave_as_in_the_worker(
@@ -248,8 +296,8 @@ def test_an_exit_signal_that_interrupts_the_exit_is_ignored(monkeypatch: pytest.
     """The second SIGHUP arriving while the first one's handler logs (what the daemon's double SIGHUP can do)."""
     handler = host_server._on_signal("k")
     ended: list[int] = []
-    monkeypatch.setattr(host_server.os, "_exit", ended.append)
-    monkeypatch.setattr(host_server.logging, "shutdown", lambda: None)
+    monkeypatch.setattr(os, "_exit", ended.append)  # the host's os and logging modules are these
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
     lines: list[str] = []
 
     class Interrupting(logging.Handler):

@@ -206,11 +206,10 @@ class GenerationHead:
         counts = [length if length >= 0 else len(tokens) for length, tokens in zip(finish.lengths, generated)]
         # The end-of-sequence token ends the row but is not part of its text.
         kept = [tokens[: n - int(eos)] for tokens, n, eos in zip(generated, counts, finish.by_eos)]
-        results = []
-        for row, text in enumerate(self._decode(kept)):
-            cut = _cut(text, spec.stop)
-            stopped = finish.lengths[row] >= 0 or cut != text
-            results.append((cut, int(prompt_tokens[row]), int(counts[row]), "stop" if stopped else "length"))
+        results = [
+            finished_row(text, int(prompt_tokens[row]), int(counts[row]), finish.lengths[row] >= 0, spec.stop)
+            for row, text in enumerate(self._decode(kept))
+        ]
         if masker is None:
             return results, None, 0.0
         complete = masker.complete([tokens[:n] for tokens, n in zip(generated, counts)])
@@ -240,6 +239,16 @@ def row_seed(seed: int, prompt: list[int]) -> int:
     """A row's sampling seed: a stable hash (not Python's salted ``hash``) of the spec seed and its prompt."""
     digest = hashlib.blake2b(np.asarray([seed, *prompt], dtype=np.int64).tobytes(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def finished_row(
+    text: str, prompt_tokens: int, completion_tokens: int, stopped: bool, stops: tuple[str, ...]
+) -> tuple[str, int, int, str]:
+    """A finished row's ``(text, prompt_tokens, completion_tokens, finish_reason)``, in the static head and the
+    continuous decoder alike: the text cut before its first stop string, and "stop" when an end-of-sequence
+    token or a stop string ended the row (`stopped`, or a stop string found in the text), else "length"."""
+    cut = _cut(text, stops)
+    return cut, prompt_tokens, completion_tokens, "stop" if stopped or cut != text else "length"
 
 
 def _cut(text: str, stops: tuple[str, ...]) -> str:
