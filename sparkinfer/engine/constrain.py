@@ -114,7 +114,6 @@ class Masker:
 
         self.matchers = matchers
         self.executor = executor
-        self.vocab_size = vocab_size
         self.eos_ids = frozenset(eos_ids)
         self.ended = [False] * len(matchers)
         self.bitmask = llguidance.numpy.allocate_token_bitmask(len(matchers), vocab_size)

@@ -32,15 +32,6 @@ OPTIONS = {"max_new_tokens": 200, **ON_CPU}
 SUBSET = "id % 25 = 0 OR text IS NULL"  # 24 docstrings and the null texts
 
 
-def _plain(value: Any) -> Any:
-    """A collected value as plain data (Rows to dicts)."""
-    if hasattr(value, "asDict"):
-        return {k: _plain(v) for k, v in value.asDict().items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 @pytest.fixture(scope="module", params=[16, 10000], ids=lambda n: f"maxRecordsPerBatch={n}")
 def extracted(
     request: pytest.FixtureRequest,
@@ -51,7 +42,8 @@ def extracted(
     """(the output schema, id → the extracted value as plain data) of one Spark job."""
     frame = docs_df.where(SUBSET).select("id", "text", si.extract("text", tiny_extraction_lm, DDL, **OPTIONS).alias("x"))
     with sql_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(request.param)):
-        return frame.schema, {i: _plain(r.x) for i, r in rows_by_id(frame.collect()).items()}
+        return frame.schema, {i: None if r.x is None else r.x.asDict(recursive=True)
+                              for i, r in rows_by_id(frame.collect()).items()}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ the runner's per-row isolation: a row whose post-processing raises fails alone, 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ class ExtractionHead(generation.GenerationHead):
     """`forward` gives one ``(value, status, raw, mask_seconds)`` per row (the row's share of the batch's
     mask time); `to_arrow` builds the struct, `tally` counts the statuses for the metrics."""
 
-    @property
+    @functools.cached_property
     def value_type(self) -> pa.DataType:
         return arrow_type(self.spec).field("value").type
 
