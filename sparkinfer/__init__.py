@@ -24,10 +24,14 @@ from sparkinfer.errors import (
     TableError,
 )
 from sparkinfer.spec import ModelSpec, QuantizationSpec
+from sparkinfer.validation.checks import Check
+from sparkinfer.validation.profile import Profile
+from sparkinfer.validation.report import ValidationError, ValidationReport
 
 if TYPE_CHECKING:
     from sparkinfer.spark.tables import read_table, repair_delta_statistics, write_table
     from sparkinfer.spark.udf import classify, classify_tokens, embed, extract, generate, predict, prompt, register
+    from sparkinfer.spark.validate import review_sample, validate
 
 __version__ = "0.1.0"
 
@@ -36,17 +40,22 @@ _SPARK_NAMES = {
     **dict.fromkeys(("classify", "classify_tokens", "embed", "extract", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
+    **dict.fromkeys(("review_sample", "validate"), "sparkinfer.spark.validate"),
 }
 
 __all__ = [
+    "Check",
     "InferenceError",
     "MissingDependencyError",
     "ModelLoadError",
     "ModelSpec",
+    "Profile",
     "QuantizationSpec",
     "SparkInferError",
     "SpecError",
     "TableError",
+    "ValidationError",
+    "ValidationReport",
     "classify",
     "classify_tokens",
     "embed",
@@ -57,6 +66,8 @@ __all__ = [
     "read_table",
     "register",
     "repair_delta_statistics",
+    "review_sample",
+    "validate",
     "write_table",
 ]
 

@@ -68,6 +68,29 @@ def table_uri(path: str) -> str:
     return os.path.abspath(path.removeprefix("file:"))
 
 
+def version(path: str) -> int:
+    """The current version of the Delta table at `path`."""
+    return int(_open(table_uri(path), path).version())
+
+
+def last_commit_metadata(path: str) -> dict[str, Any]:
+    """The custom metadata `write` put in the last commit's ``commitInfo`` (its other keys are left out)."""
+    history = _open(table_uri(path), path).history(1)
+    info = history[0] if history else {}
+    entries = {}
+    for key, value in info.items():
+        if key in ("operationParameters", "operationMetrics"):  # delta-rs's own
+            continue
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                entries[key] = json.loads(value)
+            except ValueError:
+                continue
+        elif isinstance(value, dict):
+            entries[key] = value
+    return entries
+
+
 def is_delta_table(path: str) -> bool:
     """Whether a Delta table (a ``_delta_log`` with at least one commit) exists at `path`."""
     return bool(_deltalake().DeltaTable.is_deltatable(table_uri(path)))
@@ -76,15 +99,15 @@ def is_delta_table(path: str) -> bool:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def read(spark: SparkSession, path: str) -> DataFrame:
-    """The current snapshot of the Delta table at `path`, read by Spark from its Parquet files.
+def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The current snapshot (or `version`) of the Delta table at `path`, read by Spark from its Parquet files.
 
     Raises:
         TableError: When there is no Delta table at `path`, or it uses a feature that plain Parquet reads
             would get wrong.
     """
     uri = table_uri(path)
-    table = _open(uri, path)
+    table = _open(uri, path, version)
     schema = StructType.fromJson(json.loads(table.schema().to_json()))
     partition_cols = list(table.metadata().partition_columns)
     data_schema = StructType([f for f in schema.fields if f.name not in partition_cols])
@@ -109,16 +132,19 @@ def read(spark: SparkSession, path: str) -> DataFrame:
     return result
 
 
-def _open(uri: str, path: str) -> Any:
-    """The current snapshot of the Delta table at `uri`, checked to read correctly from its data files.
+def _open(uri: str, path: str, version: int | None = None) -> Any:
+    """The current snapshot (or `version`) of the Delta table at `uri`, checked to read correctly from its
+    data files.
 
     Raises:
-        TableError: When there is no Delta table at `path`, or it uses a feature plain Parquet reads get wrong.
+        TableError: When there is no Delta table (or no such version) at `path`, or it uses a feature plain
+            Parquet reads get wrong.
     """
     try:
-        table = _deltalake().DeltaTable(uri)
+        table = _deltalake().DeltaTable(uri, version=version)
     except Exception as exc:  # delta-rs raises TableNotFoundError, OSError, ... by backend
-        raise TableError(f"no Delta table at {path!r} ({type(exc).__name__}: {exc})") from exc
+        at = "" if version is None else f" at version {version}"
+        raise TableError(f"no Delta table{at} at {path!r} ({type(exc).__name__}: {exc})") from exc
     _check_readable(table, path)
     return table
 

@@ -34,7 +34,12 @@ DeltaEngine = Literal["auto", "spark", "delta-rs"]
 
 
 def read_table(
-    spark: SparkSession, path_or_name: str, format: ReadFormat = "auto", *, delta_engine: DeltaEngine = "auto"
+    spark: SparkSession,
+    path_or_name: str,
+    format: ReadFormat = "auto",
+    *,
+    delta_engine: DeltaEngine = "auto",
+    version: int | None = None,
 ) -> DataFrame:
     """Read a Delta table, a Parquet directory, or a table of the session's catalog.
 
@@ -44,9 +49,10 @@ def read_table(
         format: ``"auto"`` reads a catalog table by name, a directory holding ``_delta_log`` as Delta, and
             anything else as Parquet.
         delta_engine: ``"auto"`` uses Spark's Delta source when the session has one, else delta-rs.
+        version: Delta only: read this version (time travel) instead of the current one.
 
     Returns:
-        The table's current snapshot as a DataFrame.
+        The table's current snapshot (or `version`) as a DataFrame.
 
     Raises:
         TableError: When the table does not exist, or is a Delta table delta-rs cannot read faithfully.
@@ -59,10 +65,28 @@ def read_table(
             return spark.table(path_or_name)
         format = "delta" if _has_delta_log(spark, path_or_name, delta_engine) else "parquet"
     if format == "parquet":
+        if version is not None:
+            raise SpecError(f"version={version!r} needs a Delta table; {path_or_name!r} is read as Parquet")
         return spark.read.parquet(path_or_name)
     if _use_spark_delta(spark, delta_engine):
-        return spark.read.format("delta").load(path_or_name)
-    return _deltars.read(spark, path_or_name)
+        reader = spark.read.format("delta")
+        return (reader if version is None else reader.option("versionAsOf", version)).load(path_or_name)
+    return _deltars.read(spark, path_or_name, version)
+
+
+def delta_version(spark: SparkSession, path: str, *, delta_engine: DeltaEngine = "auto") -> int:
+    """The current version of the Delta table at `path`.
+
+    Raises:
+        TableError: When there is no Delta table at `path`.
+    """
+    if _use_spark_delta(spark, delta_engine):
+        quoted = path.replace("`", "``")
+        row = spark.sql(f"DESCRIBE HISTORY delta.`{quoted}` LIMIT 1").select("version").first()
+        if row is None:
+            raise TableError(f"no Delta table at {path!r}")
+        return int(row[0])
+    return _deltars.version(path)
 
 
 def write_table(
@@ -160,6 +184,19 @@ def repair_delta_statistics(path: str) -> int:
             the table changed during the repair.
     """
     return _deltars.repair_statistics(path)
+
+
+def last_commit_metadata(spark: SparkSession, path: str, *, delta_engine: DeltaEngine = "auto") -> dict[str, Any]:
+    """The ``commit_metadata`` that `write` recorded with the Delta table's last commit ({} when none)."""
+    if _use_spark_delta(spark, delta_engine):
+        quoted = path.replace("`", "``")
+        row = spark.sql(f"DESCRIBE HISTORY delta.`{quoted}` LIMIT 1").select("userMetadata").first()
+        text = None if row is None else row[0]
+        try:
+            return dict(json.loads(text)) if text else {}
+        except (ValueError, TypeError):  # another writer's free-text userMetadata
+            return {}
+    return _deltars.last_commit_metadata(path)
 
 
 def table_exists(spark: SparkSession, path: str, format: WriteFormat, *, delta_engine: DeltaEngine = "auto") -> bool:
