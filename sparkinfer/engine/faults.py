@@ -20,6 +20,8 @@ Faults (comma-separated ``name=value``):
   before its K-th micro-batch, as a host killed by the OS does; other processes ignore it.
 * ``exit_after_request=K``: a worker feeding a model host exits abruptly right after sending its K-th
   request, while the host works on it, as a task killed mid-request does.
+* ``exit_before_publish=1``: a validated job's driver exits abruptly (``os._exit``) after staging and
+  validating its predictions, right before publishing them, as a driver killed there does.
 * ``once=PATH``: the process faults above fire in the first process only, the one that creates PATH, so
   that Spark's retry of the task succeeds.
 * ``cpu_4bit_path=reference`` or ``=packed``: not a fault: every 4-bit model this process loads takes that
@@ -44,7 +46,7 @@ from sparkinfer.errors import SpecError
 ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
 _COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch", "kill_host_at_batch",
-           "exit_after_request")
+           "exit_after_request", "exit_before_publish")
 _PATHS = ("once", "trace_loads")
 _CHOICES = {"cpu_4bit_path": ("reference", "packed")}
 _batches = 0  # micro-batches this process has started
@@ -110,6 +112,12 @@ def after_request() -> None:
     _requests += 1
     if faults.get("exit_after_request") == str(_requests) and _first_time(faults.get("once")):
         _exit_worker()
+
+
+def before_publish() -> None:
+    """Perform ``exit_before_publish`` if asked: called by the job's driver right before it publishes."""
+    if _asked().get("exit_before_publish") == "1":
+        os._exit(EXIT_STATUS)
 
 
 def after_load(name: str, model: Any) -> None:

@@ -54,6 +54,12 @@ _JOB_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                   "(default: OUTPUT.report.json, next to the output)"}),
     ("--delta-engine", {"help": "Delta through Spark's Delta source or delta-rs; auto uses Spark's when the "
                         "session has it (default: auto)"}),
+    ("--validate", {"nargs": "?", "const": "", "metavar": "CHECKS.yaml", "help": "write-audit-publish: stage "
+                    "the predictions in OUTPUT.staged, validate them against the published OUTPUT (drift, errors, "
+                    "truncation; default checks, or those of CHECKS.yaml), and publish them in one Delta commit "
+                    "only if no error-level check fails; else exit with status 3, keeping them staged (publish "
+                    "them after review with: sparkinfer publish OUTPUT). Writes OUTPUT.validation.html/.json and "
+                    "a review sample OUTPUT.review next to the run report"}),
     ("--master", {"metavar": "URL", "help": "Spark master when not started by spark-submit (default: local[*])"}),
     ("--remote", {"metavar": "URL", "help": "run on a Spark Connect server instead, e.g. sc://host:15002 "
                   "(default: the SPARK_REMOTE environment variable, when set)"}),
@@ -69,7 +75,7 @@ examples:
   sparkinfer run --config job.yaml --remote sc://connect-host:15002   # on a Spark Connect server
 
 The report (rows, tokens, padding efficiency, throughput, fingerprint) is printed and written as JSON.
-Exit status: 0 done, 1 the run failed, 2 a bad option or value."""
+Exit status: 0 done, 1 the run failed, 2 a bad option or value, 3 --validate failed (nothing published)."""
 
 
 class Parser(argparse.ArgumentParser):

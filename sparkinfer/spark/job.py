@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.errors import SparkInferError, SpecError, TableError
-from sparkinfer.spark import _cli, tables
+from sparkinfer.spark import _cli, publish, tables
 from sparkinfer.spark._frame import METRICS_COLUMN, metric_columns, observed_metrics, predict_columns
 from sparkinfer.spark.tables import DeltaEngine, ReadFormat, WriteFormat, WriteMode
 from sparkinfer.spark.udf import prompt, template_columns
@@ -79,6 +79,10 @@ class Job:
             ``"repredict"`` (predict every input row again; the first chunk replaces the output).
         report: Path of the run report JSON; ``None`` writes ``<output>.report.json``.
         delta_engine: ``"auto"``, ``"spark"`` or ``"delta-rs"``.
+        validate: Write-audit-publish (``spark/publish.py``): stage the predictions beside the output,
+            validate them against the published output, and publish them in one Delta commit only when no
+            error-level check fails. ``""`` runs the default checks; a path names a YAML checks file
+            (``sparkinfer.validation.checks``). None (the default) writes to the output directly.
 
     Raises:
         SpecError: For an invalid value or combination.
@@ -100,6 +104,7 @@ class Job:
     on_model_change: OnModelChange = "refuse"
     report: str | None = None
     delta_engine: DeltaEngine = "auto"
+    validate: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("input", "output"):
@@ -146,6 +151,13 @@ class Job:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise SpecError(f"Job.{name} must be a positive int{' or None' if optional else ''} (got {value!r})")
+        if self.validate is not None:
+            if not isinstance(self.validate, str):
+                raise SpecError(f"Job.validate must be a checks file path, '' for the default checks, or None "
+                                f"(got {self.validate!r})")
+            if self.format != "delta":
+                raise SpecError(f"--validate needs --format delta (got {self.format!r}): publishing the validated "
+                                "rows is one Delta commit, which Parquet cannot give")
         reserved = {FINGERPRINT_COLUMN, METRICS_COLUMN, *(c for c in (self.key,) if c)}
         clash = sorted(reserved & set(self.targets))
         if clash:
@@ -175,6 +187,14 @@ class Job:
     def report_path(self) -> str:
         """Where the run report goes."""
         return self.report or f"{self.output.rstrip('/')}.report.json"
+
+    def beside_report(self, suffix: str) -> str:
+        """A path next to the run report: ``OUTPUT.report.json`` → ``OUTPUT`` + `suffix`."""
+        path = self.report_path
+        for ending in (".report.json", ".json"):
+            if path.endswith(ending):
+                return path[: -len(ending)] + suffix
+        return path + suffix
 
 
 @dataclass(frozen=True)
@@ -240,6 +260,8 @@ class RunReport:
         predict_seconds: Wall time of the chunks: prediction, writing and commits.
         delta_versions: Delta versions committed through delta-rs, in order.
         delta_engine: The Delta engine the run used (``"spark"`` or ``"delta-rs"``).
+        validation: With ``--validate``: the verdict, the failed checks, where the reports and the review
+            sample went, and the published version (None when not published).
     """
 
     job: Job
@@ -254,6 +276,12 @@ class RunReport:
     predict_seconds: float
     delta_versions: tuple[int, ...] = field(default=())
     delta_engine: str = "delta-rs"
+    validation: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        """False when ``--validate`` found an error-level failure (the rows stay staged)."""
+        return self.validation is None or bool(self.validation["passed"])
 
     @property
     def errors(self) -> int:
@@ -289,6 +317,7 @@ class RunReport:
             "delta_engine": self.delta_engine,
             "engine": self.metrics.to_dict(),
             **self._constrained(),
+            **({"validation": self.validation} if self.validation is not None else {}),
         }
 
     def _constrained(self) -> dict[str, Any]:
@@ -331,13 +360,20 @@ def run(spark: SparkSession, job: Job) -> RunReport:
     replaced, first_mode = 0, mode
     if job.key is not None and exists:
         done, replaced, first_mode = _resume(spark, job, fp, engine)
-    if job.key is not None:
+    stage, state, target = None, None, job.output
+    if job.validate is not None:
+        stage, state, done = _staging(spark, job, fp, engine, exists, done, first_mode)
+        target, first_mode = stage.path, "append"  # a fresh staging table; publishing applies the mode
+    if state is not None and state.complete:
+        todo_rows, rows_in, chunks = 0, 0, 0
+        log.info("sparkinfer: every row is staged in %s already; validating it", target)
+    elif job.key is not None:
         todo_rows, rows_in = _plan(source, done, job.key)
         chunks = math.ceil(todo_rows / job.chunk_rows)
         chunks = max(chunks, 1) if first_mode == "overwrite" else chunks
     else:
         todo_rows, rows_in, chunks = -1, -1, 1
-    log.info("sparkinfer: %s → %s, %s row(s) to predict in %d chunk(s), fingerprint %s", job.input, job.output,
+    log.info("sparkinfer: %s → %s, %s row(s) to predict in %d chunk(s), fingerprint %s", job.input, target,
              "all" if todo_rows < 0 else todo_rows, chunks, fp.id)
 
     total, rows_out, versions = Metrics(), 0, []
@@ -345,7 +381,7 @@ def run(spark: SparkSession, job: Job) -> RunReport:
     for index in range(chunks):
         chunk_started = time.perf_counter()
         rows, metrics, version = _run_chunk(job, fp, engine, source, done, index, chunks,
-                                            first_mode if index == 0 else "append")
+                                            first_mode if index == 0 else "append", target)
         total, rows_out = total + metrics, rows_out + rows
         versions += [version] if version is not None else []
         seconds = time.perf_counter() - chunk_started
@@ -354,8 +390,81 @@ def run(spark: SparkSession, job: Job) -> RunReport:
     predict_seconds = time.perf_counter() - predict_started
     rows_in = rows_out if rows_in < 0 else rows_in
     skipped = rows_in - (todo_rows if todo_rows >= 0 else rows_out)
+    validation = None
+    if stage is not None and state is not None:
+        validation = _audit_and_publish(spark, job, engine, stage, state, total)
     return RunReport(job, fp, rows_in, rows_out, skipped, replaced, chunks, total,
-                     time.perf_counter() - started, predict_seconds, tuple(versions), engine)
+                     time.perf_counter() - started, predict_seconds, tuple(versions), engine, validation)
+
+
+def _staging(
+    spark: SparkSession, job: Job, fp: Fingerprint, engine: DeltaEngine, exists: bool, done: DataFrame | None,
+    first_mode: WriteMode,
+) -> tuple[publish.Stage, publish.StageState, DataFrame | None]:
+    """The stage to write to (resumed when it holds this run's rows), and the keys done counting it."""
+    stage = publish.Stage(job.output)
+    state = stage.load()
+    if state is not None and publish.published_by(spark, job.output, state.id, engine):
+        publish.publish(spark, job.output, delta_engine=engine)  # killed after its commit: only clean up
+        exists, state = True, None
+        if job.key is not None:
+            done, _, first_mode = _resume(spark, job, fp, engine)
+    base = tables.delta_version(spark, job.output, delta_engine=engine) if exists else None
+    publish_mode: publish.PublishMode = "overwrite" if first_mode == "overwrite" else "append"
+    if state is not None and (state.fingerprint, state.base_version, state.publish_mode) != (fp.id, base, publish_mode):
+        log.warning("sparkinfer: discarding the rows staged in %s (fingerprint %s on version %s, not %s on %s)",
+                    stage.path, state.fingerprint, state.base_version, fp.id, base)
+        state = None
+    if state is None or (job.key is None and not state.complete):  # without a key a stage cannot resume
+        return stage, stage.start(fp.id, publish_mode, base, job.partition_by), done
+    if job.key is not None and not state.complete and tables.table_exists(spark, stage.path, "delta",
+                                                                         delta_engine=engine):
+        staged = tables.read_table(spark, stage.path, "delta", delta_engine=engine).select(job.key)
+        done = staged if done is None else done.unionByName(staged)
+    return stage, state, done
+
+
+def _audit_and_publish(
+    spark: SparkSession, job: Job, engine: DeltaEngine, stage: publish.Stage, state: publish.StageState,
+    metrics: Metrics,
+) -> dict[str, Any]:
+    """Validate the staged rows against the published output; publish them when no error-level check fails."""
+    from sparkinfer.spark.validate import review_sample, stored_profile_path, validate
+    from sparkinfer.validation.profile import Profile
+
+    known = {k: state.known.get(k, 0) + v for k, v in (("errors", metrics.error_rows),
+                                                       ("truncated", metrics.truncated_rows))}
+    state = publish.mark(stage, state, complete=True, known=known)
+    if not tables.table_exists(spark, stage.path, "delta", delta_engine=engine):  # no chunk had rows to predict
+        stage.discard()
+        return {"passed": True, "failures": [], "warnings": [], "note": "nothing new to validate or publish",
+                "staged": None, "published_version": None}
+    reference: Profile | str | None = None
+    if state.base_version is not None:
+        try:
+            reference = Profile.load(stored_profile_path(job.output, state.base_version))
+        except (FileNotFoundError, OSError):
+            reference = f"{job.output}@v{state.base_version}"
+    targets = list(job.targets)
+    report = validate(stage.path, reference, job.validate or None, columns=targets,
+                      known={targets[0]: known} if len(targets) == 1 else None, spark=spark, delta_engine=engine)
+    paths = {"html": job.beside_report(".validation.html"), "json": job.beside_report(".validation.json"),
+             "review": job.beside_report(".review")}
+    report.save_html(paths["html"])
+    report.save_json(paths["json"])
+    staged = tables.read_table(spark, stage.path, "delta", delta_engine=engine)
+    review_sample(staged, report.current).coalesce(1).write.mode("overwrite").parquet(paths["review"])
+    verdict = {
+        "passed": report.passed, "failures": [r.message for r in report.failures],
+        "warnings": [r.message for r in report.warnings], "reference": None if report.reference is None
+        else report.reference.source, "columns": {n: c.kind for n, c in report.current.columns.items()},
+    }
+    publish.mark(stage, state, validation=verdict)
+    version = publish.publish(spark, job.output, delta_engine=engine) if report.passed else None
+    if version is None:
+        log.warning("sparkinfer: validation failed; %s is unchanged, the predictions stay in %s:\n%s", job.output,
+                    stage.path, report.summary())
+    return {**verdict, **paths, "staged": None if report.passed else stage.path, "published_version": version}
 
 
 def _resume(
@@ -438,6 +547,7 @@ def _run_chunk(
     index: int,
     chunks: int,
     mode: WriteMode,
+    target: str,
 ) -> tuple[int, Metrics, int | None]:
     from pyspark.sql import Observation
 
@@ -463,7 +573,7 @@ def _run_chunk(
         .drop(METRICS_COLUMN)
     )
     metadata = {"sparkinfer": {"fingerprint": fp.id, "chunk": index + 1, "chunks": chunks}}
-    version = tables.write(observed, job.output, job.format, mode, partition_by=job.partition_by,
+    version = tables.write(observed, target, job.format, mode, partition_by=job.partition_by,
                            delta_engine=engine, commit_metadata=metadata)
     rows_out, metrics = observed_metrics(observation.get)
     return rows_out, metrics, version
@@ -536,7 +646,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sparkinfer run") -> 
     """The job's entry point: parse, run on a Spark session, print and write the report.
 
     Returns:
-        0 on success, 2 for a bad option or value (one line on stderr), 1 when the run fails.
+        0 on success, 2 for a bad option or value (one line on stderr), 1 when the run fails, 3 when
+        ``--validate`` failed (the predictions stay staged; the failed checks are printed on stderr).
     """
     try:
         job, master = parse_args(sys.argv[1:] if argv is None else argv, prog)
@@ -557,19 +668,52 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sparkinfer run") -> 
     except OSError as exc:
         return _cli.fail(prog, f"the run succeeded but its report could not be written to {job.report_path}: {exc}", 1)
     print(f"report written to {job.report_path}", file=sys.stderr)
+    if report.validation is not None:
+        v = report.validation
+        print(f"validation report: {v.get('html', v.get('note'))}", file=sys.stderr)
+        if not report.passed:
+            print(f"{prog}: validation failed, nothing was published; the predictions stay in {v['staged']} "
+                  f"(review sample: {v['review']}; publish them anyway with: sparkinfer publish {job.output})",
+                  file=sys.stderr)
+            for failure in v["failures"]:
+                print(f"  error: {failure}", file=sys.stderr)
+            return 3
+    return 0
+
+
+def publish_main(argv: Sequence[str]) -> int:
+    """``sparkinfer publish OUTPUT``: publish the rows a ``--validate`` run staged, after review."""
+    parser = _cli.Parser(prog="sparkinfer publish", description="Publish the predictions that a "
+                         "`sparkinfer run --validate` staged (in OUTPUT.staged) to OUTPUT, in one Delta commit, "
+                         "whatever their validation said: for rows a person reviewed.")
+    parser.add_argument("output", metavar="OUTPUT", help="the job's --output")
+    parser.add_argument("--delta-engine", choices=get_args(DeltaEngine), default="auto")
+    parser.add_argument("--master", metavar="URL")
+    parser.add_argument("--remote", metavar="URL")
+    args = parser.parse_args(argv)
+    try:
+        with _progress_log():
+            version = publish.publish(_session(args.remote or args.master), args.output,
+                                      delta_engine=args.delta_engine)
+    except SparkInferError as exc:
+        return _cli.fail("sparkinfer publish", f"{type(exc).__name__}: {exc}", 1)
+    print(f"published to {args.output} as Delta version {version}")
     return 0
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """The ``sparkinfer`` console script: ``sparkinfer run [options]``."""
+    """The ``sparkinfer`` console script: ``sparkinfer run [options]`` or ``sparkinfer publish OUTPUT``."""
     command, rest = _cli.split_subcommand(sys.argv[1:] if argv is None else argv)
     if command == "run":
         return main(rest, prog="sparkinfer run")
+    if command == "publish":
+        return publish_main(rest)
     if command is None and rest and rest[0] in ("-h", "--help"):
-        print("usage: sparkinfer run [options]\n\n  run    predict a table into a table (sparkinfer run --help)")
+        print("usage: sparkinfer {run,publish} [options]\n\n  run      predict a table into a table (sparkinfer "
+              "run --help)\n  publish  publish the predictions a --validate run staged (sparkinfer publish --help)")
         return 0
-    return _cli.fail("sparkinfer", f"expected a command: run (got {command or ' '.join(rest) or 'nothing'}); "
-                     "see sparkinfer run --help")
+    return _cli.fail("sparkinfer", f"expected a command: run or publish (got {command or ' '.join(rest) or 'nothing'}"
+                     "); see sparkinfer run --help")
 
 
 def _session(master: str | None) -> SparkSession:
