@@ -163,3 +163,41 @@ def test_sparkinfer_run_remote(
     with single_torch_thread():
         oracle = ClassifierOracle(tiny_classifier)
         assert_classification_matches(table.column("prediction").combine_chunks(), texts, oracle)
+
+
+def test_validate_and_the_job_gate_on_connect(spark: Any, input_table: str, tiny_classifier: str, tmp_path: Path) -> None:
+    """si.validate's one pass (mapInArrow partials, toLocalIterator), its pyspark.ml domain classifier, and
+    ``--validate``'s stage-validate-publish, from a client without a JVM. Values against scipy/numpy."""
+    import deltalake
+    import numpy as np
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(0)
+
+    def table(shift: float, n: int = 300) -> tuple[Any, np.ndarray]:
+        scores = rng.beta(2 + shift, 2, n)
+        vectors = rng.normal(shift, 1.0, (n, 16)) + 3.0
+        rows = [(i, {"label": "a" if s > 0.5 else "b", "score": float(s)}, v.tolist())
+                for i, (s, v) in enumerate(zip(scores, vectors))]
+        return spark.createDataFrame(rows, "id long, prediction struct<label:string, score:double>, "
+                                           "embedding array<double>").repartition(3), scores
+
+    reference, ref_scores = table(0.0)
+    same, same_scores = table(0.0)
+    shifted, _ = table(1.5)
+    calm = si.validate(same, reference)
+    assert calm.passed, calm.summary()
+    assert abs(calm.metric("prediction", "score.ks") - ks_2samp(ref_scores, same_scores).statistic) < 1e-6
+    drift = si.validate(shifted, reference)
+    assert not drift.passed
+    failed = {r.check.metric for r in drift.failures}
+    assert {"score.wasserstein", "domain_auc"} <= failed, drift.summary()
+    assert drift.metric("embedding", "domain_auc") > 0.9  # pyspark.ml's classifier, over Connect
+
+    output = str(tmp_path / "gated")
+    spec = si.ModelSpec(tiny_classifier, task="classification", **ON_CPU)
+    job = Job(input=input_table, output=output, spec=spec, key="id", format="delta", validate="")
+    report = run(spark, job)
+    assert report.passed and report.validation is not None and report.validation["published_version"] == 0
+    assert deltalake.DeltaTable(output).to_pyarrow_table().num_rows == ROWS
+    assert "<svg" in Path(f"{output}.validation.html").read_text()
