@@ -209,10 +209,15 @@ def _drift(name: str, column: ColumnProfile, reference: ColumnProfile,
             continue
         bounds = stats.sketch_bounds(reference_d, current_d)
         exact = current_d.exact and reference_d.exact
+        out.append(Metric(name, f"{field}.wasserstein", stats.normed_wasserstein(reference_d, current_d),
+                          None if exact else bounds["wasserstein"]))
+        if max(d.max - d.min for d in (reference_d, current_d)) < stats.wasserstein_scale(reference_d):
+            # Near-constant values (unit embedding norms): KS, being scale-free, would rank float noise.
+            note = "near-constant values: the Wasserstein distance decides"
+            out += [Metric(name, f"{field}.ks", None, note=note), Metric(name, f"{field}.ks_pvalue", None, note=note)]
+            continue
         statistic, pvalue = stats.ks(reference_d, current_d)
-        out += [Metric(name, f"{field}.wasserstein", stats.normed_wasserstein(reference_d, current_d),
-                       None if exact else bounds["wasserstein"]),
-                Metric(name, f"{field}.ks", statistic, None if exact else bounds["ks"]),
+        out += [Metric(name, f"{field}.ks", statistic, None if exact else bounds["ks"]),
                 Metric(name, f"{field}.ks_pvalue", pvalue, note=None if exact else "from the sketch")]
     if column.embedding is not None and reference.embedding is not None:
         if column.embedding.dim != reference.embedding.dim:
