@@ -1,8 +1,9 @@
 """Validate a prediction table before it is published: `validate`, `profile`, `review_sample`.
 
 A profile is built in ONE pass over the profiled columns: a ``mapInArrow`` reduces each partition to a
-partial (``sparkinfer.validation.partial``), and the driver merges the partials as they stream in with
-``toLocalIterator``, so driver memory is bounded by partitions x bins, not by rows. Nothing is collected
+partial (``sparkinfer.validation.partial``), and the driver collects and merges the partials (every
+partition in parallel; a partial is bounded by bins), so driver memory is bounded by partitions x bins, not by
+rows. Nothing is collected
 but the partials and a capped embedding sample. The table's row count is read first (from file metadata
 for Delta and Parquet), to size that sample.
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -172,7 +174,7 @@ def profile(
 
     mapped = df.select(*kinds).mapInArrow(partials, "partial binary")
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return merge((bytes(row[0]) for row in mapped.toLocalIterator()), settings, rows=rows, source=source,
+    return merge((bytes(row[0]) for row in mapped.collect()), settings, rows=rows, source=source,
                  created=created, sample_rows=sample_rows, known=known)
 
 
@@ -257,8 +259,20 @@ def _open(session: SparkSession, target: DataFrame | str, engine: tables.DeltaEn
         version = tables.delta_version(session, path, delta_engine=engine)
     if version is not None and not is_delta:
         raise TableError(f"{target!r} names a version, but {path!r} is not a Delta table")
-    frame = tables.read_table(session, path, "delta" if is_delta else "auto", delta_engine=engine, version=version)
+    try:
+        frame = tables.read_table(session, path, "delta" if is_delta else "auto", delta_engine=engine, version=version)
+    except AnalysisException as exc:
+        if is_delta or not _path_not_found(exc):
+            raise
+        raise TableError(f"no table at {path!r}: not a Delta table, a Parquet directory or a catalog table; check the "
+                         "path (a reference that is a stored profile must end in .json)") from None
     return frame, path if version is None else f"{path}@v{version}", path if is_delta else None, version
+
+
+def _path_not_found(exc: Exception) -> bool:
+    """Whether Spark refused a read because the path does not exist (Spark 4's condition, or 3.5's message)."""
+    condition = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    return "PATH_NOT_FOUND" in f"{condition() if condition else ''} {exc}" or "Path does not exist" in str(exc)
 
 
 def _reference(
@@ -418,8 +432,8 @@ def review_sample(
         [(row["review_column"], row["review_stratum"], min(1.0, target / row["count"])) for row in counts],
         "review_column string, review_stratum string, _review_share double",
     )
-    pieces = [df.where(column.isNotNull()).withColumn("review_column", F.lit(name)).withColumn("review_stratum", stratum)
-              for name, column, stratum in strata]
+    pieces = [df.where(column.isNotNull()).withColumn("review_column", F.lit(name))
+              .withColumn("review_stratum", stratum) for name, column, stratum in strata]
     union = pieces[0]
     for piece in pieces[1:]:
         union = union.unionByName(piece)

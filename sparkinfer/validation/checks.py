@@ -43,8 +43,8 @@ _Rule = tuple[str, Literal["max", "min"], float, Severity]  # (metric, op, thres
 
 # (metric suffix or name, op, threshold, severity) per field type: the defaults, after Evidently's thresholds
 # (0.1 for the normalised Wasserstein distance and JS, 0.55 for the domain classifier) and the usual PSI rule
-# (above 0.2: a significant shift). Statistical tests' p-values are reported, not gated by default: on a
-# million rows every tiny shift is "significant".
+# (above 0.2: a significant shift). A p-value alone gates nothing (on a million rows every tiny shift is
+# "significant"); it only keeps a drift check from failing on noise (`Check.alpha`).
 _CATEGORICAL_DEFAULTS: tuple[_Rule, ...] = (("psi", "max", 0.2, "error"), ("js", "max", 0.1, "warn"))
 _NUMERIC_DEFAULTS: tuple[_Rule, ...] = (("wasserstein", "max", 0.1, "error"), ("ks", "max", 0.1, "warn"))
 _RATE_DEFAULTS: tuple[_Rule, ...] = (("error_rate", "max", 0.01, "error"), ("null_rate", "max", 0.05, "warn"),

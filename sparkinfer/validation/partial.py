@@ -109,9 +109,8 @@ class Accumulator:
         for name, keys in categorical.items():
             counter = state.counts.setdefault(name, Counter())
             if len(keys):
-                distinct, counts = np.unique(keys, return_counts=True)
-                # Python ints and strs, not numpy's: the counts end up in the profile's JSON.
-                counter.update({str(k): int(n) for k, n in zip(distinct, counts)})
+                counted = pc.value_counts(keys)  # in Arrow: one Python object per distinct value, not per row
+                counter.update(dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())))
         for name, count in flags.items():
             setattr(state, name, (getattr(state, name) or 0) + count)
         if kind == "embedding" and len(valid):
@@ -126,10 +125,12 @@ class Accumulator:
                 f"{sorted({int(x) for x in lengths} | ({len(state.vector_sum)} if state.vector_sum is not None else set()))}); "
                 "profile it as another kind or fix the rows"
             )
-        matrix = pc.list_flatten(valid).to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(valid), dim)
-        state.vector_sum = matrix.sum(axis=0) + (state.vector_sum if state.vector_sum is not None else 0.0)
+        # No float64 copy of the batch: float64 accumulators over the stored (float32 or float64) values.
+        matrix = pc.list_flatten(valid).to_numpy(zero_copy_only=False).reshape(len(valid), dim)
+        total = matrix.sum(axis=0, dtype=np.float64)
+        state.vector_sum = total + (state.vector_sum if state.vector_sum is not None else 0.0)
         state.vectors += len(valid)
-        state.values.setdefault("norm", []).append(np.sqrt(np.einsum("ij,ij->i", matrix, matrix)))
+        state.values.setdefault("norm", []).append(np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64)))
         if self.settings.sample_fraction > 0:
             keep = self._random.random(len(valid)) < self.settings.sample_fraction
             if keep.any():
@@ -179,9 +180,9 @@ def _extract(kind: str, valid: pa.Array) -> tuple[dict[str, np.ndarray], dict[st
         # struct_field masks them.
         return pc.struct_field(array, name)
 
-    def keys(array: pa.Array) -> np.ndarray:
+    def keys(array: pa.Array) -> pa.Array:
         array = array.drop_null() if array.null_count else array
-        return np.asarray(array.cast(pa.string()).to_pylist(), dtype=object)
+        return array.cast(pa.string())
 
     def count(mask: pa.Array) -> int:
         return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)

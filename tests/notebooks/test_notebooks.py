@@ -149,6 +149,7 @@ def test_notebooks_are_all_there() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.py", "02_delta_pipeline.py", "03_quantized_generation.py", "04_gpu_cluster.py",
         "05_extraction.py",
+        "06_validation.py",
     ]
 
 
@@ -356,3 +357,82 @@ def test_03_quantized_generation_equals_the_4bit_models_own_generate(
     finished = ns["finished"]
     assert finished.rows.sum() == rows
     assert finished.completion_tokens.sum() == sum(d["completion_tokens"] for d in expected.values())
+
+
+@pytest.mark.spark
+def test_06_validation_passes_rows_of_the_same_kind_and_fails_a_changed_upstream(
+    spark: Any, tmp_path: Path, minilm_path: str, sample: list[dict[str, Any]], st_oracle: SentenceTransformerOracle,
+) -> None:
+    from collections import Counter
+
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    deltalake = pytest.importorskip("deltalake")
+    rows, per_stratum = 50, 5
+    table, reports = tmp_path / "doc_embeddings", tmp_path / "reports"
+    dbutils = FakeDbutils(table=table, report_dir=reports)
+
+    ns = run_notebook("06_validation.py", spark=spark, dbutils=dbutils)
+
+    assert dbutils.widgets.declared["model"] == minilm_path
+    assert (dbutils.widgets.declared["rows"], dbutils.widgets.declared["per_stratum"]) == (str(rows), str(per_stratum))
+    # What each version holds, read with delta-rs alone: v0 and v1 the two halves of the sample, v2 v1's rows in
+    # HTML markup.
+    halves = [{r["id"]: r["text"] for r in sample[:rows]}, {r["id"]: r["text"] for r in sample[rows:2 * rows]}]
+    texts = [*halves, {i: f'<div class="docstring"><p>{t}</p></div>' for i, t in halves[1].items()}]
+    written = [deltalake.DeltaTable(str(table), version=v).to_pyarrow_table().to_pydict() for v in range(3)]
+    assert [dict(zip(w["id"], w["text"])) for w in written] == texts
+    assert deltalake.DeltaTable(str(table)).version() == 2
+    for version in (0, 2):
+        assert_embeddings_match(dict(zip(written[version]["id"], written[version]["embedding"])), texts[version],
+                                st_oracle)
+
+    report_1, report_2, report = ns["report_1"], ns["report_2"], ns["report"]
+    # Run 1 against run 0: zero configuration, so the embedding column only; it passes.
+    assert (report_1.current.source, report_1.reference.source) == (f"{table}@v1", f"{table}@v0")
+    assert list(report_1.current.columns) == ["embedding"] and report_1.current.rows == rows
+    assert report_1.passed, report_1.summary()
+    assert {r.status for r in report_1.results if r.check.metric == "domain_auc"} == {"pass"}
+    # Run 2 against run 1: the domain classifier separates them, and the centroid moved.
+    assert report_2.reference.source == f"{table}@v1" and not report_2.passed
+    assert {(r.check.column, r.check.metric) for r in report_2.failures} == {("embedding", "domain_auc")}
+    assert report_2.metric("embedding", "domain_auc") > 0.9 and report_1.metric("embedding", "domain_auc") < 0.55
+    assert report_2.metric("embedding", "null_rate") == 0.0
+    with single_torch_thread():
+        centroids = [np.mean([st_oracle(t) for t in version.values()], axis=0) for version in texts[1:]]
+    cosine = float(centroids[0] @ centroids[1]) / float(np.linalg.norm(centroids[0]) * np.linalg.norm(centroids[1]))
+    assert report_2.metric("embedding", "centroid_cosine") == pytest.approx(1.0 - cosine, abs=1e-5)
+    assert ("embedding", "centroid_cosine") in {(r.check.column, r.check.metric) for r in report_2.warnings}
+    # The user's checks replace the defaults on the same metric ("*": every profiled column); the text column's
+    # length is profiled exactly.
+    thresholds = {(r.check.column, r.check.metric): (r.check.threshold, r.check.severity) for r in report.results}
+    assert thresholds[("embedding", "centroid_cosine")] == (0.02, "error")
+    assert thresholds[("embedding", "null_rate")] == thresholds[("text", "null_rate")] == (0.0, "error")
+    lengths = [np.array([len(t) for t in version.values()], dtype=float) for version in texts[1:]]
+    assert report.metric("text", "length.wasserstein") == pytest.approx(
+        wasserstein_distance(lengths[0], lengths[1]) / lengths[0].std(), rel=1e-9)
+    # The markup adds 36 characters to every text: a shift scipy's KS test finds significant, as the check does.
+    ks = ks_2samp(lengths[0], lengths[1], method="asymp")
+    assert (report.metric("text", "length.ks"), report.metric("text", "length.ks_pvalue")) == pytest.approx(
+        (ks.statistic, ks.pvalue), rel=1e-9)
+    assert ks.pvalue < 0.01
+    assert {(r.check.column, r.check.metric) for r in report.failures} == {
+        ("embedding", "domain_auc"), ("embedding", "centroid_cosine"), ("text", "length.wasserstein")}
+    assert ns["blocked"] == report.summary() and ns["blocked"].startswith("validation FAILED")
+
+    html = Path(ns["html_path"]).read_text()
+    assert Path(ns["html_path"]).parent == reports and "<svg" in html and "domain_auc" in html
+    assert json.loads(Path(ns["json_path"]).read_text()) == json.loads(report.to_json())
+
+    # The review sample: per_stratum rows of v2 from each text-length quintile (numpy's), and from the embeddings.
+    review = ns["review_rows"]
+    current = texts[2]
+    edges = np.unique(np.quantile(lengths[1], [0.2, 0.4, 0.6, 0.8], method="inverted_cdf"))
+    strata = {i: f"length bin {1 + int(np.sum(len(t) > edges))}/{len(edges) + 1}" for i, t in current.items()}
+    assert len(set(strata.values())) == 5
+    by_text = review[review.review_column == "text"]
+    assert all(current[row.id] == row.text and strata[row.id] == row.review_stratum for row in by_text.itertuples())
+    assert Counter(by_text.review_stratum) == {s: min(per_stratum, n) for s, n in Counter(strata.values()).items()}
+    by_embedding = review[review.review_column == "embedding"]
+    assert set(by_embedding.review_stratum) == {"all"} and len(by_embedding) == per_stratum
+    assert all(current[row.id] == row.text for row in by_embedding.itertuples())
