@@ -22,6 +22,8 @@ Faults (comma-separated ``name=value``):
   request, while the host works on it, as a task killed mid-request does.
 * ``exit_before_publish=1``: a validated job's driver exits abruptly (``os._exit``) after staging and
   validating its predictions, right before publishing them, as a driver killed there does.
+* ``slow_per_token_us=N``: not a fault: every micro-batch sleeps N microseconds per token it holds
+  (padded rows x length), so that a job of known length runs long enough to watch its progress.
 * ``once=PATH``: the process faults above fire in the first process only, the one that creates PATH, so
   that Spark's retry of the task succeeds.
 * ``cpu_4bit_path=reference`` or ``=packed``: not a fault: every 4-bit model this process loads takes that
@@ -46,7 +48,7 @@ from sparkinfer.errors import SpecError
 ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
 _COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch", "kill_host_at_batch",
-           "exit_after_request", "exit_before_publish")
+           "exit_after_request", "exit_before_publish", "slow_per_token_us")
 _PATHS = ("once", "trace_loads")
 _CHOICES = {"cpu_4bit_path": ("reference", "packed")}
 _batches = 0  # micro-batches this process has started
@@ -89,6 +91,10 @@ def before_forward(input_ids: Any) -> None:
         return
     _batches += 1
     rows = int(input_ids.shape[0])
+    if "slow_per_token_us" in faults:
+        import time
+
+        time.sleep(int(faults["slow_per_token_us"]) * rows * int(input_ids.shape[1]) / 1e6)
     if "oom_above_rows" in faults and rows > int(faults["oom_above_rows"]):
         import torch
 

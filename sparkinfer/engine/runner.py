@@ -49,6 +49,8 @@ log = logging.getLogger("sparkinfer")
 _MIN_ROWS_FOR_RATE = 100  # max_error_rate is not judged on fewer rows, except at the end of a stream
 
 T = TypeVar("T")
+# (rows done, their real tokens, rows tokenized, their real tokens) since the last call
+Progress = Callable[[int, int, int, int], None]
 
 
 def run(
@@ -91,6 +93,7 @@ def run_stream(
     num_threads: int | None = None,
     resources: TaskResources | None = None,
     on_metrics: Callable[[Metrics], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> Iterator[pa.Array]:
     """Run over a stream of Arrow batches, sorting ``spec.buffer_rows`` rows together.
 
@@ -105,6 +108,10 @@ def run_stream(
         num_threads: As in `run`.
         resources: As in `run`.
         on_metrics: Called with the metrics of every chunk.
+        on_progress: Called with ``(rows done, their tokens, rows tokenized, their tokens)``: when a chunk
+            starts computing (its tokenized rows), after each micro-batch that runs here, and for the rest of
+            the chunk (null rows, failed rows, rows a model host computed) when it is done. Each pair adds up
+            to the stream's rows and real tokens; the tokenized pair tells the work ahead.
 
     Yields:
         One output array per input batch.
@@ -128,10 +135,12 @@ def run_stream(
             offset += len(chunk)
             # Keep one chunk tokenizing in the background while the one before it computes.
             while len(ahead) > (1 if spec.overlap else 0):
-                yield from _step(spec, model, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
+                yield from _step(spec, model, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics,
+                                 on_progress)
                 first = None  # the load counters belong to the first chunk only
         while ahead and model is not None:
-            yield from _step(spec, model, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics)
+            yield from _step(spec, model, ahead.popleft(), budget, first or Metrics(), pieces, on_metrics,
+                                 on_progress)
             first = None
     budget.check(spec, last=True)
 
@@ -174,10 +183,11 @@ def _step(
     metrics: Metrics,
     pieces: list[pa.Array],
     on_metrics: Callable[[Metrics], None] | None,
+    on_progress: Progress | None,
 ) -> Iterator[pa.Array]:
     """Compute one chunk; when it closes a pool, yield the outputs of the pool's input batches."""
     group, tokenized = item
-    out, metrics = _compute(spec, model, tokenized.result(), budget, metrics)
+    out, metrics = _compute(spec, model, tokenized.result(), budget, metrics, on_progress)
     if on_metrics is not None:
         on_metrics(metrics)
     budget.count(spec, metrics, last=False)
@@ -335,9 +345,13 @@ def _tokenize(loaded: LoadedModel, texts: pa.Array, offset: int) -> _Tokenized:
 
 
 def _compute(
-    spec: ModelSpec, model: _Model, tokenized: _Tokenized, budget: _Stream, metrics: Metrics
+    spec: ModelSpec, model: _Model, tokenized: _Tokenized, budget: _Stream, metrics: Metrics,
+    on_progress: Progress | None = None,
 ) -> tuple[pa.Array, Metrics]:
     """Forward every micro-batch of a tokenized chunk, here or in the host; `metrics` arrives holding the loads."""
+    reported = [0, 0]  # rows and tokens passed to on_progress so far
+    if on_progress is not None:
+        on_progress(0, 0, tokenized.rows, int(tokenized.lengths.sum()))
     metrics.rows = tokenized.rows
     metrics.null_rows = int((~tokenized.valid).sum())
     metrics.truncated_rows = tokenized.truncated_rows
@@ -352,6 +366,10 @@ def _compute(
             if ok:
                 metrics.padded_tokens += len(rows) * max(width, 1)  # `pad` gives all-empty rows width 1
                 metrics.micro_batches += 1
+                if on_progress is not None:
+                    tokens = int(tokenized.lengths[rows].sum())
+                    reported[0], reported[1] = reported[0] + len(rows), reported[1] + tokens
+                    on_progress(len(rows), tokens, 0, 0)
             else:
                 metrics.oom_splits += 1
 
@@ -363,6 +381,8 @@ def _compute(
     metrics.error_rows = len(errors)
     result = _to_arrow(spec, model.loaded, tokenized, outputs, errors, metrics)
     metrics.forward_seconds = time.perf_counter() - started
+    if on_progress is not None:
+        on_progress(tokenized.rows - reported[0], metrics.real_tokens - reported[1], 0, 0)
     return result, metrics
 
 

@@ -24,6 +24,7 @@ from pyspark.sql.types import StructField, StructType
 from sparkinfer.engine.metrics import MAXIMA, Metrics
 from sparkinfer.engine.runner import output_type
 from sparkinfer.errors import SpecError
+from sparkinfer.spark.progress import sending
 from sparkinfer.spark.udf import _check_dependencies, _run_task, _task_gpu_amount
 from sparkinfer.spec import ModelSpec
 
@@ -44,12 +45,15 @@ def _kind(field: dataclasses.Field[Any]) -> str:
     return field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
 
 
-def predict_columns(df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str, str]]) -> DataFrame:
+def predict_columns(
+    df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str, str]], *, progress: str | None = None
+) -> DataFrame:
     """`df` with one prediction column per (input, output) pair, plus `METRICS_COLUMN`.
 
     Every input column goes through the same model in one stream: an Arrow batch of n rows and k input
     columns becomes k*n texts, length-sorted together. An output named like an existing column replaces it
-    in place (``withColumn`` semantics).
+    in place (``withColumn`` semantics). With `progress` (a `progress.Progress` address) the tasks report
+    the rows they finish to the driver as they go.
 
     Raises:
         SpecError: When an input column is missing or not a string column.
@@ -72,7 +76,8 @@ def predict_columns(df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str,
     fields += [StructField(t, prediction) for t in targets if t not in df.columns]
     fields.append(StructField(METRICS_COLUMN, from_arrow_type(metrics_type())))
     schema = StructType(fields)
-    plan = _Plan(spec, tuple(s for s, _ in outputs), tuple(targets), tuple(schema.names), _task_gpu_amount())
+    plan = _Plan(spec, tuple(s for s, _ in outputs), tuple(targets), tuple(schema.names), _task_gpu_amount(),
+                 progress)
 
     def predict_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield from _predict_task(plan, batches)
@@ -103,6 +108,7 @@ class _Plan:
     targets: tuple[str, ...]
     names: tuple[str, ...]
     gpu_amount: float | None
+    progress: str | None = None
 
 
 def _predict_task(plan: _Plan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -119,21 +125,24 @@ def _predict_task(plan: _Plan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
 
     # The engine yields one output per input array, in order, after it has consumed that array: the batch
     # it belongs to is always the oldest one held.
-    for out in _run_task(plan.spec, texts(), on_metrics=pending.append, gpu_amount=plan.gpu_amount):
-        batch = held.popleft()
-        n = batch.num_rows
-        predictions = {t: out.slice(i * n, n) for i, t in enumerate(plan.targets)}
-        carried = sum(pending, Metrics()) if pending and n else None
-        if carried is not None:
-            pending.clear()
-        columns = [
-            predictions[name] if name in predictions else batch.column(name)
-            for name in plan.names[:-1]
-        ]
-        columns.append(_metrics_array(carried, n))
-        yield pa.RecordBatch.from_arrays(columns, names=list(plan.names))
+    with sending(plan.progress) as sender:
+        for out in _run_task(plan.spec, texts(), on_metrics=pending.append, gpu_amount=plan.gpu_amount,
+                             on_progress=sender):
+            yield _joined(plan, held.popleft(), out, pending)
     if pending:  # only when the task's last batches were empty: nothing left to carry them
         log.warning("sparkinfer: metrics of %d engine call(s) had no row to travel with", len(pending))
+
+
+def _joined(plan: _Plan, batch: pa.RecordBatch, out: pa.Array, pending: list[Metrics]) -> pa.RecordBatch:
+    """The input `batch` with its predictions `out` and the metrics waiting to travel (`pending`, emptied)."""
+    n = batch.num_rows
+    predictions = {t: out.slice(i * n, n) for i, t in enumerate(plan.targets)}
+    carried = sum(pending, Metrics()) if pending and n else None
+    if carried is not None:
+        pending.clear()
+    columns = [predictions[name] if name in predictions else batch.column(name) for name in plan.names[:-1]]
+    columns.append(_metrics_array(carried, n))
+    return pa.RecordBatch.from_arrays(columns, names=list(plan.names))
 
 
 def _metrics_array(metrics: Metrics | None, rows: int) -> pa.Array:

@@ -367,11 +367,13 @@ def _run_task(
     on_metrics: Callable[[Metrics], None] | None = None,
     *,
     gpu_amount: float | None = None,
+    on_progress: Callable[[int, int, int, int], None] | None = None,
 ) -> Iterator[pa.Array]:
     """The executor side of every sparkinfer UDF: one Spark task's stream of Arrow batches.
 
     `on_metrics` also receives the metrics of every engine call (the job carries them in its rows);
-    `gpu_amount` is the driver's ``spark.task.resource.gpu.amount``, for the shared-GPU warning.
+    `gpu_amount` is the driver's ``spark.task.resource.gpu.amount``, for the shared-GPU warning;
+    `on_progress` receives the rows and tokens done and tokenized (the job's progress, see ``progress.py``).
     """
     from pyspark import TaskContext
 
@@ -392,7 +394,8 @@ def _run_task(
 
     resources = _task_resources(context, gpu_amount)
     yield from run_stream(
-        _with_shipped_model(spec), batches, num_threads=cpus, resources=resources, on_metrics=record
+        _with_shipped_model(spec), batches, num_threads=cpus, resources=resources, on_metrics=record,
+        on_progress=on_progress,
     )
     task_id = context.taskAttemptId() if context is not None else "-"
     log.info("sparkinfer task %s: %s", task_id, sum(collected, Metrics()).to_dict())
