@@ -41,6 +41,9 @@ log = logging.getLogger("sparkinfer")
 SEND_EVERY = 1.0  # seconds between a worker's datagrams, at most one per this
 SAMPLE_EVERY = 1.0  # seconds between the driver's samples of the counts, for the ETA's fit
 KEEP = 600  # samples kept before thinning the history to every other one
+FIT_GAIN = 0.5  # the rows term is used when it halves the residual of the tokens-only fit
+WATCH_GRACE = 30.0  # seconds a prediction stage runs before `Watch` judges its task count
+WATCH_EVERY = 1.0  # seconds between the watch's checks
 
 
 class Sender:
@@ -115,6 +118,8 @@ class Snapshot:
         share = f" ({100 * self.done / self.total:.1f}%)" if self.total else ""
         if self.rows_per_second is None:
             return f"{self.done:,}{of} rows{share}, waiting for the first rows (loading the model)"
+        if self.total is not None and self.done >= self.total:
+            return f"{self.done:,}{of} rows{share} predicted; writing and committing"
         return (f"{self.done:,}{of} rows{share}, {self.rows_per_second:,.1f} rows/s, "
                 f"{self.tokens_per_second or 0:,.0f} tokens/s, ETA {duration(self.eta)}")
 
@@ -289,8 +294,11 @@ def estimate(history: list[tuple[float, int, int]], rows_left: float, tokens_lef
     """Seconds left for `rows_left` rows of `tokens_left` tokens, from ``(seconds, rows, tokens)`` done so far.
 
     Fits ``seconds = a * rows + b * tokens`` (a, b >= 0) to the history and clamps its answer between the
-    rows-only and the tokens-only extrapolations (see the module docstring); with too little history for a
-    fit, their geometric mean.
+    rows-only and the tokens-only extrapolations (see the module docstring). A forward pass costs by the
+    token, so ``seconds = b * tokens`` is preferred unless the rows term cuts the fit's residual to under
+    `FIT_GAIN` of it: while rows of one length are computed (texts truncated at ``max_length``), rows and
+    tokens are collinear and the history cannot tell them apart. With too little history for a fit, the
+    geometric mean of the two extrapolations.
     """
     import numpy as np
     from scipy.optimize import nnls
@@ -303,10 +311,98 @@ def estimate(history: list[tuple[float, int, int]], rows_left: float, tokens_lef
     low, high = min(by_rows, by_tokens), max(by_rows, by_tokens)
     points = np.array([p for p in history if p[1] > 0], dtype=float)
     if len(points) >= 3:
-        (a, b), _ = nnls(points[:, 1:], points[:, 0])
+        (per_token,), tokens_only = nnls(points[:, 2:], points[:, 0])
+        (a, b), both = nnls(points[:, 1:], points[:, 0])
+        if both > FIT_GAIN * tokens_only:  # rows add nothing the tokens do not explain (or are collinear)
+            a, b = 0.0, per_token
         if a > 0 or b > 0:
             return float(min(max(a * rows_left + b * tokens_left, low), high))
     return float(np.sqrt(low * high)) if low > 0 else float(high)
+
+
+class Watch:
+    """Driver side, for the Column API: warns when a prediction runs on far fewer tasks than the cluster has slots.
+
+    A column builder (``si.embed`` ...) never sees its DataFrame, so it cannot count its partitions; its tasks
+    can say they run. Each task sends a datagram when it starts and when it ends; a Spark stage whose first
+    task started `WATCH_GRACE` seconds ago and that has still started fewer than half the slots' worth of
+    tasks (at least 2) is running on too few partitions, and gets one warning. One watch per driver
+    process, started by the first column builder on a classic session (Spark Connect gets none: sizing the
+    cluster there costs a job).
+    """
+
+    _current: Watch | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, slots: int, host: str) -> None:
+        self.slots = slots
+        self.token = secrets.token_hex(8)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_DGRAM)
+        self._socket.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        self._socket.settimeout(WATCH_EVERY)
+        self.address = f"{host}:{self._socket.getsockname()[1]}/{self.token}"
+        self._stages: dict[int, tuple[float, set[int], set[int]]] = {}  # stage → (first start, started, ended)
+        self._warned: set[int] = set()
+        threading.Thread(target=self._run, name="sparkinfer-watch", daemon=True).start()
+
+    @classmethod
+    def address_for(cls, spark: Any) -> str | None:
+        """The process's watch address (started on first use), or None where there is no watch."""
+        with cls._lock:
+            if cls._current is None:
+                if spark is None or _is_connect(spark):
+                    return None
+                from sparkinfer.spark.partitioning import task_slots
+
+                try:
+                    cls._current = Watch(task_slots(spark), driver_host(spark))
+                except OSError:  # no socket for it: no warning, never a failure
+                    return None
+            return cls._current.address
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError, socket.timeout, OSError, ValueError, KeyError, TypeError):
+                message = json.loads(self._socket.recv(4096))
+                if message["t"] == self.token:
+                    stage, partition, event = int(message["s"]), int(message["p"]), str(message["e"])
+                    first, started, ended = self._stages.setdefault(stage, (time.monotonic(), set(), set()))
+                    (started if event == "start" else ended).add(partition)
+            self._check()
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        wanted = max(2, math.ceil(self.slots / 2))
+        for stage, (first, started, ended) in list(self._stages.items()):
+            if started <= ended and now - first > WATCH_GRACE:
+                del self._stages[stage]  # every task it started has ended
+            elif stage not in self._warned and now - first >= WATCH_GRACE and len(started) < wanted <= self.slots:
+                self._warned.add(stage)
+                log.warning(
+                    "sparkinfer: a prediction (Spark stage %d) has run on %d task(s) for %.0f s while the cluster "
+                    "has %d task slots, so %d of them idle. A file smaller than spark.sql.files.maxPartitionBytes "
+                    "is read as one partition: call df = si.repartition_for_inference(df) before adding the "
+                    "prediction column", stage, len(started), now - first, self.slots, self.slots - len(started),
+                )
+
+
+def notify(address: str | None, event: str) -> None:
+    """Executor side: tell the driver's `Watch` that this task starts or ends (best effort, never raises)."""
+    if address is None:
+        return
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    where, token = address.rsplit("/", 1)
+    host, port = where.rsplit(":", 1)
+    payload = json.dumps({"t": token, "s": context.stageId(), "p": context.partitionId(), "e": event}).encode()
+    with contextlib.suppress(OSError), socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+    ) as out:
+        out.sendto(payload, (host, int(port)))
 
 
 def in_notebook() -> bool:

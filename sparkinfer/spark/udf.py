@@ -26,6 +26,7 @@ from sparkinfer.engine.placement import TaskResources
 from sparkinfer.engine.runner import output_type
 from sparkinfer.errors import SpecError
 from sparkinfer.spark.types import spark_ddl
+from sparkinfer.spark.progress import Watch, notify
 from sparkinfer.spec import ModelSpec, Task
 
 log = logging.getLogger("sparkinfer")
@@ -303,11 +304,12 @@ def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
     _check_dependencies(spec)
     return_type = spark_ddl(output_type(spec))
     gpu_amount = _task_gpu_amount()
+    watch = Watch.address_for(SparkSession.getActiveSession())  # warns when the column runs on too few tasks
 
     if _HAS_ARROW_UDF:
 
         def predict_arrow(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-            yield from _run_task(spec, batches, gpu_amount=gpu_amount)
+            yield from _run_task(spec, batches, gpu_amount=gpu_amount, watch=watch)
 
         arrow_udf: UserDefinedFunction = F.arrow_udf(predict_arrow, return_type)
         return arrow_udf
@@ -318,7 +320,7 @@ def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
     def predict_pandas(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         _mask_null_structs()
         texts = (_pandas_texts(b) for b in batches)
-        for out in _run_task(spec, texts, gpu_amount=gpu_amount):
+        for out in _run_task(spec, texts, gpu_amount=gpu_amount, watch=watch):
             yield _to_pandas(out)
 
     pandas_udf: UserDefinedFunction = F.pandas_udf(predict_pandas, return_type)
@@ -368,12 +370,14 @@ def _run_task(
     *,
     gpu_amount: float | None = None,
     on_progress: Callable[[int, int, int, int], None] | None = None,
+    watch: str | None = None,
 ) -> Iterator[pa.Array]:
     """The executor side of every sparkinfer UDF: one Spark task's stream of Arrow batches.
 
     `on_metrics` also receives the metrics of every engine call (the job carries them in its rows);
     `gpu_amount` is the driver's ``spark.task.resource.gpu.amount``, for the shared-GPU warning;
-    `on_progress` receives the rows and tokens done and tokenized (the job's progress, see ``progress.py``).
+    `on_progress` receives the rows and tokens done and tokenized (the job's progress, see ``progress.py``);
+    `watch` is the driver's `progress.Watch` address, told when the task starts and ends.
     """
     from pyspark import TaskContext
 
@@ -393,10 +397,14 @@ def _run_task(
             on_metrics(metrics)
 
     resources = _task_resources(context, gpu_amount)
-    yield from run_stream(
-        _with_shipped_model(spec), batches, num_threads=cpus, resources=resources, on_metrics=record,
-        on_progress=on_progress,
-    )
+    notify(watch, "start")
+    try:
+        yield from run_stream(
+            _with_shipped_model(spec), batches, num_threads=cpus, resources=resources, on_metrics=record,
+            on_progress=on_progress,
+        )
+    finally:
+        notify(watch, "end")
     task_id = context.taskAttemptId() if context is not None else "-"
     log.info("sparkinfer task %s: %s", task_id, sum(collected, Metrics()).to_dict())
 
