@@ -3,6 +3,9 @@
 Every ModelSpec field becomes an option (``batch_tokens`` → ``--batch-tokens``) typed from its annotation and
 documented from the class docstring, so a field added to the spec reaches the command line with its help.
 A config file (YAML, or JSON, which is YAML) holds the same options by name; the command line overrides it.
+
+A user error is one line on stderr (``--verbose`` adds the traceback), and a local session this process
+starts keeps Spark's start-up output off the terminal (`quiet_local_session`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
+import threading
+import traceback
 import types
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
 
@@ -46,7 +53,11 @@ _JOB_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--chunk-rows", {"type": int, "metavar": "N", "help": "with --key: rows predicted and committed together; "
                       "a crash loses at most one chunk (default: 100000)"}),
     ("--partitions", {"type": int, "metavar": "N", "help": "repartition each chunk into N tasks before "
-                      "predicting (default: keep the input's partitioning)"}),
+                      "predicting (default: chosen from the rows and the cluster's task slots: a task per slot at "
+                      "least, up to 3 waves, full --buffer-rows; the run report records the choice)"}),
+    ("--progress-interval", {"type": float, "metavar": "SECONDS", "help": "seconds between progress lines on "
+                             "stderr while predicting: rows done and to do, rows/s, tokens/s, ETA; 0 for none "
+                             "(default: 30)"}),
     ("--on-model-change", {"help": "with --key, when the output holds rows from another model fingerprint: "
                            "refuse (exit with an error), or repredict every input row and replace the output "
                            "(default: refuse)"}),
@@ -75,7 +86,9 @@ examples:
   sparkinfer run --config job.yaml --remote sc://connect-host:15002   # on a Spark Connect server
 
 The report (rows, tokens, padding efficiency, throughput, fingerprint) is printed and written as JSON.
-Exit status: 0 done, 1 the run failed, 2 a bad option or value, 3 --validate failed (nothing published)."""
+Exit status: 0 done, 1 the run failed, 2 a bad option or value, or a problem found before any Spark job started
+(input, columns, output, model, packages), 3 --validate failed (nothing published). --verbose shows tracebacks
+and Spark's own start-up output."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,17 +98,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser(prog: str, choices: dict[str, tuple[str, ...]], description: str) -> Parser:
-    """The job's parser; every default is suppressed so that only given options reach the namespace."""
-    parser = Parser(prog=prog, description=description, epilog=_EPILOG, argument_default=argparse.SUPPRESS,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(
+    prog: str,
+    choices: dict[str, tuple[str, ...]],
+    description: str,
+    *,
+    extra: Sequence[tuple[str, dict[str, Any]]] = (),
+    epilog: str | None = None,
+) -> Parser:
+    """The job's parser; every default is suppressed so that only given options reach the namespace.
+
+    `extra` holds a command's own options (``sparkinfer plan``'s), ``(flag, argparse keywords)``, shown
+    first; `epilog` replaces the job's examples.
+    """
+    parser = Parser(prog=prog, description=description, epilog=_EPILOG if epilog is None else epilog,
+                    argument_default=argparse.SUPPRESS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if extra:
+        own = parser.add_argument_group(f"{prog} options")
+        for flag, keywords in extra:
+            own.add_argument(flag, **keywords)
     parser.add_argument("--config", metavar="JOB.yaml", help="YAML (or JSON) file holding any of these options "
                         "by name (input, input_col, batch_tokens, ...); the command line overrides it")
     job = parser.add_argument_group("job")
     for flag, keywords in _JOB_OPTIONS:
         dest = flag[2:].replace("-", "_")
-        extra: dict[str, Any] = {"choices": choices[dest]} if dest in choices else {}
-        job.add_argument(flag, **keywords, **extra)
+        choice: dict[str, Any] = {"choices": choices[dest]} if dest in choices else {}
+        job.add_argument(flag, **keywords, **choice)
     model = parser.add_argument_group("model options (ModelSpec fields)")
     docs = _arg_docs(ModelSpec)
     hints = get_type_hints(ModelSpec)
@@ -280,3 +308,116 @@ def split_subcommand(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     if not argv or argv[0].startswith("-"):
         return None, list(argv)
     return argv[0], list(argv[1:])
+
+
+# A command's --verbose, as a `build_parser` extra: tracebacks with the one-line errors, and Spark's start-up output.
+VERBOSE: tuple[str, dict[str, Any]] = ("--verbose", {"action": "store_true", "help": "show the traceback of an "
+                                       "error, and Spark's own start-up output and warnings"})
+
+
+def report_error(prog: str, exc: BaseException, code: int, *, verbose: bool) -> int:
+    """`fail` with ``Type: message`` for `exc`, after its traceback when `verbose`."""
+    if verbose:
+        traceback.print_exception(exc)
+    return fail(prog, f"{type(exc).__name__}: {exc}", code)
+
+
+def jvm_started() -> bool:
+    """Whether this process has started (or was started with) a Spark JVM already."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def quiet_local_session(settings: dict[str, str]) -> Any:
+    """A SparkSession on a JVM started here, whose start-up output stays off the terminal.
+
+    Starting a JVM prints a dozen lines before the session exists (the JVM's own "Using incubator
+    modules", log4j's default profile, "Setting default log level", NativeCodeLoader and loopback-address
+    warnings). The JVM's stderr goes through a pipe: what it writes until the session is up, with its log
+    level at ERROR, is held back and dropped, and everything after passes through unchanged (the progress
+    bar, errors, Python workers' output). When the start fails, what was held back is printed, so the
+    cause shows.
+
+    Args:
+        settings: Spark configuration for the new session (``spark.master``, ``spark.app.name``, ...).
+
+    Returns:
+        The session (``pyspark.sql.SparkSession``).
+    """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+    from pyspark.sql import SparkSession
+
+    marker = f"sparkinfer: Spark is up {uuid.uuid4().hex}".encode()
+    read, write = os.pipe()
+    relay = _StartupRelay(read, marker)
+    relay.start()
+    try:
+        conf = SparkConf(loadDefaults=False).setAll(list(settings.items()))
+        try:
+            gateway = launch_gateway(conf, popen_kwargs={"stderr": write})
+        finally:
+            os.close(write)  # the JVM holds its own copy: the relay ends when the JVM does
+        SparkContext(conf=conf, gateway=gateway)
+        session = SparkSession.builder.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")
+        err = gateway.jvm.java.lang.System.err
+        err.println(marker.decode())
+        err.flush()
+    except BaseException:
+        relay.release()
+        relay.join(timeout=2)  # a JVM that died has closed the pipe: let its last words through
+        raise
+    return session
+
+
+class _StartupRelay(threading.Thread):
+    """Copies the JVM's stderr (a pipe) to ours, dropping everything before `marker`."""
+
+    def __init__(self, fd: int, marker: bytes) -> None:
+        super().__init__(name="sparkinfer-jvm-stderr", daemon=True)
+        self._fd, self._marker = fd, marker
+        self._lock = threading.Lock()
+        self._held = bytearray()
+        self._passing = False
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            with self._lock:
+                if self._passing:
+                    _write_stderr(chunk)
+                    continue
+                self._held += chunk
+                at = self._held.find(self._marker)
+                if at >= 0:
+                    rest = bytes(self._held[at + len(self._marker):])
+                    self._held.clear()
+                    self._passing = True
+                    _write_stderr(rest[1:] if rest.startswith(b"\n") else rest)
+        os.close(self._fd)
+
+    def release(self) -> None:
+        """Print what was held back and pass everything through from now on."""
+        with self._lock:
+            if not self._passing:
+                self._passing = True
+                _write_stderr(bytes(self._held))
+                self._held.clear()
+
+
+def _write_stderr(data: bytes) -> None:
+    """Write to file descriptor 2, where the JVM would have written itself."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(2, view)
+        except OSError:  # stderr closed: nothing to tell
+            return
+        view = view[written:]

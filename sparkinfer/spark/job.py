@@ -35,7 +35,8 @@ from pyspark.sql import functions as F
 
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.errors import SparkInferError, SpecError, TableError
-from sparkinfer.spark import _cli, publish, tables
+from sparkinfer.spark import _cli, partitioning, preflight, publish, tables
+from sparkinfer.spark import progress as progress_
 from sparkinfer.spark._frame import METRICS_COLUMN, metric_columns, observed_metrics, predict_columns
 from sparkinfer.spark.tables import DeltaEngine, ReadFormat, WriteFormat, WriteMode
 from sparkinfer.spark.udf import prompt, template_columns
@@ -74,7 +75,9 @@ class Job:
         key: Unique, non-null row key that makes the run resumable and incremental.
         partition_by: Output partition columns.
         chunk_rows: With `key`: rows predicted and committed together.
-        partitions: Repartition each chunk into this many tasks; ``None`` keeps the input's partitioning.
+        partitions: Repartition each chunk into this many tasks; ``None`` chooses from the rows to predict and the
+            cluster's task slots (`partitioning.partitions_for`: a task per slot at least, up to three waves,
+            full ``buffer_rows``), keeping the input's own partitioning when it already suits.
         on_model_change: With `key`, when the output holds rows of another fingerprint: ``"refuse"`` or
             ``"repredict"`` (predict every input row again; the first chunk replaces the output).
         report: Path of the run report JSON; ``None`` writes ``<output>.report.json``.
@@ -83,6 +86,8 @@ class Job:
             validate them against the published output, and publish them in one Delta commit only when no
             error-level check fails. ``""`` runs the default checks; a path names a YAML checks file
             (``sparkinfer.validation.checks``). None (the default) writes to the output directly.
+        progress_interval: Seconds between progress lines (rows done and to do, rows/s, tokens/s, ETA) while
+            predicting; a notebook shows a bar instead. 0 turns progress off. See ``spark/progress.py``.
 
     Raises:
         SpecError: For an invalid value or combination.
@@ -105,6 +110,7 @@ class Job:
     report: str | None = None
     delta_engine: DeltaEngine = "auto"
     validate: str | None = None
+    progress_interval: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("input", "output"):
@@ -151,6 +157,11 @@ class Job:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise SpecError(f"Job.{name} must be a positive int{' or None' if optional else ''} (got {value!r})")
+        if isinstance(self.progress_interval, bool) or not isinstance(self.progress_interval, (int, float)) or not (
+            0 <= self.progress_interval < math.inf
+        ):
+            raise SpecError(f"Job.progress_interval must be seconds >= 0, 0 for no progress (got "
+                            f"{self.progress_interval!r})")
         if self.validate is not None:
             if not isinstance(self.validate, str):
                 raise SpecError(f"Job.validate must be a checks file path, '' for the default checks, or None "
@@ -262,6 +273,7 @@ class RunReport:
         delta_engine: The Delta engine the run used (``"spark"`` or ``"delta-rs"``).
         validation: With ``--validate``: the verdict, the failed checks, where the reports and the review
             sample went, and the published version (None when not published).
+        partitioning: How many tasks each chunk ran as, and why (`partitioning.Partitioning.to_dict`).
     """
 
     job: Job
@@ -277,6 +289,7 @@ class RunReport:
     delta_versions: tuple[int, ...] = field(default=())
     delta_engine: str = "delta-rs"
     validation: dict[str, Any] | None = None
+    partitioning: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -316,6 +329,7 @@ class RunReport:
             "delta_versions": list(self.delta_versions),
             "delta_engine": self.delta_engine,
             "engine": self.metrics.to_dict(),
+            "partitioning": self.partitioning,
             **self._constrained(),
             **({"validation": self.validation} if self.validation is not None else {}),
         }
@@ -344,6 +358,7 @@ def run(spark: SparkSession, job: Job) -> RunReport:
 
     if TaskContext.get() is not None:
         raise RuntimeError("sparkinfer.spark.job.run runs on the driver, not inside a Spark task")
+    preflight.check(spark, job)  # everything that can fail before a Spark job fails here
     started = time.perf_counter()
     fp = fingerprint(job)
     engine = tables.resolve_delta_engine(spark, job.delta_engine)  # decided once, not per chunk
@@ -372,29 +387,50 @@ def run(spark: SparkSession, job: Job) -> RunReport:
         chunks = math.ceil(todo_rows / job.chunk_rows)
         chunks = max(chunks, 1) if first_mode == "overwrite" else chunks
     else:
-        todo_rows, rows_in, chunks = -1, -1, 1
-    log.info("sparkinfer: %s → %s, %s row(s) to predict in %d chunk(s), fingerprint %s", job.input, target,
-             "all" if todo_rows < 0 else todo_rows, chunks, fp.id)
+        todo_rows = rows_in = source.count()  # Parquet and Delta answer from metadata; sizes tasks and progress
+        chunks = 1
+    log.info("sparkinfer: %s → %s, %d row(s) to predict in %d chunk(s), fingerprint %s", job.input, target,
+             todo_rows, chunks, fp.id)
 
-    total, rows_out, versions = Metrics(), 0, []
+    total, rows_out, versions, layout = Metrics(), 0, [], None
+    slots = partitioning.task_slots(spark) if chunks else 1
     predict_started = time.perf_counter()
-    for index in range(chunks):
-        chunk_started = time.perf_counter()
-        rows, metrics, version = _run_chunk(job, fp, engine, source, done, index, chunks,
-                                            first_mode if index == 0 else "append", target)
-        total, rows_out = total + metrics, rows_out + rows
-        versions += [version] if version is not None else []
-        seconds = time.perf_counter() - chunk_started
-        log.info("sparkinfer: chunk %d/%d committed: %d rows in %.1fs (%.0f rows/s)%s", index + 1, chunks, rows,
-                 seconds, rows / seconds if seconds else 0.0, "" if version is None else f", Delta version {version}")
+    with _progress(spark, job, todo_rows if chunks else 0) as progress:
+        for index in range(chunks):
+            chunk_started = time.perf_counter()
+            share = math.ceil(todo_rows / chunks)  # chunks are hash buckets of about equal size
+            address = progress.start_chunk(index) if progress is not None else None
+            rows, metrics, version, choice = _run_chunk(
+                job, fp, engine, source, done, index, chunks, first_mode if index == 0 else "append", target,
+                slots=slots, rows_hint=share, progress=address,
+            )
+            layout = layout or choice
+            total, rows_out = total + metrics, rows_out + rows
+            versions += [version] if version is not None else []
+            if progress is not None:
+                progress.commit(rows, metrics.real_tokens)
+            seconds = time.perf_counter() - chunk_started
+            log.info("sparkinfer: chunk %d/%d committed: %d rows in %.1fs (%.0f rows/s)%s", index + 1, chunks, rows,
+                     seconds, rows / seconds if seconds else 0.0,
+                     "" if version is None else f", Delta version {version}")
     predict_seconds = time.perf_counter() - predict_started
-    rows_in = rows_out if rows_in < 0 else rows_in
-    skipped = rows_in - (todo_rows if todo_rows >= 0 else rows_out)
+    skipped = rows_in - todo_rows
     validation = None
     if stage is not None and state is not None:
         validation = _audit_and_publish(spark, job, engine, stage, state, total)
     return RunReport(job, fp, rows_in, rows_out, skipped, replaced, chunks, total,
-                     time.perf_counter() - started, predict_seconds, tuple(versions), engine, validation)
+                     time.perf_counter() - started, predict_seconds, tuple(versions), engine, validation,
+                     None if layout is None else layout.to_dict())
+
+
+@contextlib.contextmanager
+def _progress(spark: SparkSession, job: Job, rows: int) -> Iterator[progress_.Progress | None]:
+    """The run's progress reporter (None when ``progress_interval`` is 0 or there is nothing to predict)."""
+    if not job.progress_interval or not rows:
+        yield None
+        return
+    with progress_.Progress(rows, interval=job.progress_interval, host=progress_.driver_host(spark)) as reporter:
+        yield reporter
 
 
 def _staging(
@@ -484,17 +520,12 @@ def _resume(
             f"output {job.output!r} has no column(s) {missing}, so it was not written by a sparkinfer job with "
             f"--key {job.key}; write to a new output"
         )
-    by_fingerprint = {r[0]: int(r[1]) for r in existing.groupBy(FINGERPRINT_COLUMN).count().collect()}
+    by_fingerprint = preflight.fingerprint_counts(spark, job.output, job.format, engine)  # from metadata if it can
     others = {k: v for k, v in by_fingerprint.items() if k != fp.id}
     if not others:
         return existing.select(job.key), 0, "append"
     if job.on_model_change == "refuse":
-        raise TableError(
-            f"output {job.output!r} holds rows predicted with another model fingerprint "
-            f"({', '.join(f'{k}: {v} rows' for k, v in sorted(others.items(), key=str))}); this run's is "
-            f"{fp.id} ({json.dumps(fp.fields, sort_keys=True)}); pass --on-model-change repredict "
-            "to predict every row again and replace the output, or write to another output"
-        )
+        raise preflight.model_changed(job, fp, others)
     replaced = sum(others.values())
     log.warning("sparkinfer: model fingerprint changed; re-predicting %s and replacing %d row(s)", job.input, replaced)
     # Every input row again, and the first chunk replaces the output: a crash after it leaves only rows of
@@ -503,21 +534,8 @@ def _resume(
 
 
 def _check_input(source: DataFrame, job: Job) -> None:
-    missing = [c for c in (*job.sources, *(c for c in (job.key,) if c)) if c not in source.columns]
-    if missing:
-        raise SpecError(f"input {job.input!r} has no column(s) {missing} (got columns {source.columns})")
-    if job.prompt_template is None:  # a template casts its columns to string itself
-        types = dict(source.dtypes)
-        wrong = {c: types[c] for c in job.input_cols if types[c] != "string"}
-        if wrong:
-            raise SpecError(
-                f"--input-col must name string columns (got {wrong} in {job.input!r}); cast them when you write "
-                "the input, or name them in --prompt-template '{col}', which casts to string"
-            )
-    out_columns = set(source.columns) | set(job.targets) | {FINGERPRINT_COLUMN}
-    absent = [c for c in job.partition_by if c not in out_columns]
-    if absent:
-        raise SpecError(f"--partition-by {absent} is not an output column (got {sorted(out_columns)})")
+    """`preflight.check_columns` for a DataFrame already read."""
+    preflight.check_columns(dict(source.dtypes), job)
 
 
 def _plan(source: DataFrame, done: DataFrame | None, key: str) -> tuple[int, int]:
@@ -548,7 +566,12 @@ def _run_chunk(
     chunks: int,
     mode: WriteMode,
     target: str,
-) -> tuple[int, Metrics, int | None]:
+    *,
+    slots: int,
+    rows_hint: int,
+    progress: str | None,
+) -> tuple[int, Metrics, int | None, partitioning.Partitioning]:
+    """Predict and commit one chunk of about `rows_hint` rows, spread over the cluster's `slots` task slots."""
     from pyspark.sql import Observation
 
     rows, skip = source, done
@@ -559,13 +582,17 @@ def _run_chunk(
         skip = skip.where(bucket) if skip is not None else None
     if job.key is not None and skip is not None:
         rows = rows.join(skip, on=job.key, how="left_anti")
-    if job.partitions is not None:
-        rows = rows.repartition(job.partitions)
+    choice = partitioning.choose(rows, rows_hint, job.spec.buffer_rows, partitions=job.partitions, slots=slots)
+    if index == 0:
+        log.info("sparkinfer: %s", partitioning.describe(choice))
+    if choice.repartition:
+        rows = rows.repartition(choice.partitions)
     if job.prompt_template is None:
-        predicted = predict_columns(rows, job.spec, list(zip(job.input_cols, job.targets)))
+        predicted = predict_columns(rows, job.spec, list(zip(job.input_cols, job.targets)), progress=progress)
     else:
         prompted = rows.withColumn(_PROMPT_COLUMN, prompt(job.prompt_template))
-        predicted = predict_columns(prompted, job.spec, [(_PROMPT_COLUMN, job.targets[0])]).drop(_PROMPT_COLUMN)
+        predicted = predict_columns(prompted, job.spec, [(_PROMPT_COLUMN, job.targets[0])],
+                                    progress=progress).drop(_PROMPT_COLUMN)
     observation = Observation()
     observed = (
         predicted.withColumn(FINGERPRINT_COLUMN, F.lit(fp.id))
@@ -576,7 +603,7 @@ def _run_chunk(
     version = tables.write(observed, target, job.format, mode, partition_by=job.partition_by,
                            delta_engine=engine, commit_metadata=metadata)
     rows_out, metrics = observed_metrics(observation.get)
-    return rows_out, metrics, version
+    return rows_out, metrics, version, choice
 
 
 def write_report(report: RunReport, path: str) -> None:
@@ -613,10 +640,44 @@ def parse_args(argv: Sequence[str], prog: str = "sparkinfer run") -> tuple[Job, 
         SystemExit: With status 2 and one line on stderr, for an unknown or malformed option.
         SpecError: For a value the job or the ModelSpec rejects.
     """
-    parser = _cli.build_parser(prog, _CHOICES, description=(__doc__ or "").split("\n\n")[0])
+    job, master, _ = parse_command(argv, prog)
+    return job, master
+
+
+def parse_command(
+    argv: Sequence[str],
+    prog: str,
+    *,
+    extra: Sequence[tuple[str, dict[str, Any]]] = (),
+    defaults: dict[str, Any] | None = None,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> tuple[Job, str | None, dict[str, Any]]:
+    """`parse_args` for a command that takes the job's options and some of its own (``sparkinfer plan``).
+
+    Args:
+        argv: The command line.
+        prog: The command's name, for help and errors.
+        extra: The command's own options, as ``(flag, argparse keywords)``; not accepted in ``--config``.
+        defaults: Job option values taken when neither the command line nor the config file gives them (a
+            default for ``output`` makes ``--output`` optional).
+        description: The help's description (default: the job's).
+        epilog: The help's epilog (default: the job's examples).
+
+    Returns:
+        The job, the session (as in `parse_args`), and the values of the `extra` options given, by dest.
+
+    Raises:
+        As `parse_args`.
+    """
+    parser = _cli.build_parser(prog, _CHOICES, description=description or (__doc__ or "").split("\n\n")[0],
+                               extra=extra, epilog=epilog)
     given = vars(parser.parse_args(argv))
+    own = {flag[2:].replace("-", "_") for flag, _ in extra}
+    extras = {k: given.pop(k) for k in list(given) if k in own}
     known = _cli.option_names()
-    options = _cli.load_config(given["config"], known) if "config" in given else {}
+    options = dict(defaults or {})
+    options.update(_cli.load_config(given["config"], known) if "config" in given else {})
     for name, value in options.items():
         if name in _cli.spec_field_names():
             options[name] = _cli.coerce_spec_option(name, value)
@@ -639,25 +700,32 @@ def parse_args(argv: Sequence[str], prog: str = "sparkinfer run") -> tuple[Job, 
             job_options[_JOB_FIELDS[name]] = (value,) if isinstance(value, str) else tuple(value)
         else:
             job_options[name] = value
-    return Job(spec=spec, **job_options), master
+    return Job(spec=spec, **job_options), master, extras
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "sparkinfer run") -> int:
     """The job's entry point: parse, run on a Spark session, print and write the report.
 
     Returns:
-        0 on success, 2 for a bad option or value (one line on stderr), 1 when the run fails, 3 when
-        ``--validate`` failed (the predictions stay staged; the failed checks are printed on stderr).
+        0 on success; 2 for a bad option or value, or for a problem `preflight.check` finds before any Spark
+        job (a missing input, column, model or package, an output the job cannot write); 1 when the run
+        fails; 3 when ``--validate`` failed (the predictions stay staged; the failed checks are printed on
+        stderr). Errors of status 1 and 2 are one line on stderr, after their traceback with ``--verbose``
+        (an unexpected exception always shows its traceback).
     """
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        job, master = parse_args(sys.argv[1:] if argv is None else argv, prog)
+        job, master, extras = parse_command(args, prog, extra=[_cli.VERBOSE])
     except SpecError as exc:
+        if "--verbose" in args:
+            traceback.print_exception(exc)
         return _cli.fail(prog, str(exc))
+    verbose = bool(extras.get("verbose"))
     try:
         with _progress_log():
-            report = run(_session(master), job)
+            report = run(_session(master, verbose=verbose), job)
     except SparkInferError as exc:
-        return _cli.fail(prog, f"{type(exc).__name__}: {exc}", 1)
+        return _cli.report_error(prog, exc, 2 if preflight.raised_by_check(exc) else 1, verbose=verbose)
     except Exception as exc:
         traceback.print_exc()
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -690,44 +758,64 @@ def publish_main(argv: Sequence[str]) -> int:
     parser.add_argument("--delta-engine", choices=get_args(DeltaEngine), default="auto")
     parser.add_argument("--master", metavar="URL")
     parser.add_argument("--remote", metavar="URL")
+    flag, keywords = _cli.VERBOSE
+    parser.add_argument(flag, **keywords)
     args = parser.parse_args(argv)
     try:
         with _progress_log():
-            version = publish.publish(_session(args.remote or args.master), args.output,
+            version = publish.publish(_session(args.remote or args.master, verbose=args.verbose), args.output,
                                       delta_engine=args.delta_engine)
     except SparkInferError as exc:
-        return _cli.fail("sparkinfer publish", f"{type(exc).__name__}: {exc}", 1)
+        return _cli.report_error("sparkinfer publish", exc, 1, verbose=args.verbose)
     print(f"published to {args.output} as Delta version {version}")
     return 0
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """The ``sparkinfer`` console script: ``sparkinfer run [options]`` or ``sparkinfer publish OUTPUT``."""
+    """The ``sparkinfer`` console script (and ``python -m sparkinfer``): ``sparkinfer run [options]``,
+    ``sparkinfer plan [options]`` or ``sparkinfer publish OUTPUT``."""
     command, rest = _cli.split_subcommand(sys.argv[1:] if argv is None else argv)
     if command == "run":
         return main(rest, prog="sparkinfer run")
+    if command == "plan":
+        import importlib
+
+        code: int = importlib.import_module("sparkinfer.spark.plan").plan_main(rest)
+        return code
     if command == "publish":
         return publish_main(rest)
     if command is None and rest and rest[0] in ("-h", "--help"):
-        print("usage: sparkinfer {run,publish} [options]\n\n  run      predict a table into a table (sparkinfer "
-              "run --help)\n  publish  publish the predictions a --validate run staged (sparkinfer publish --help)")
+        print("usage: sparkinfer {run,plan,publish} [options]\n\n"
+              "  run      predict a table into a table (sparkinfer run --help)\n"
+              "  plan     plan a run from a sample: tokens, padding, settings, time (sparkinfer plan --help)\n"
+              "  publish  publish the predictions a --validate run staged (sparkinfer publish --help)")
         return 0
-    return _cli.fail("sparkinfer", f"expected a command: run or publish (got {command or ' '.join(rest) or 'nothing'}"
-                     "); see sparkinfer run --help")
+    return _cli.fail("sparkinfer", "expected a command: run, plan or publish (got "
+                     f"{command or ' '.join(rest) or 'nothing'}); see sparkinfer --help")
 
 
-def _session(master: str | None) -> SparkSession:
-    """A Spark Connect session for an ``sc://`` URL, else a classic one on `master`."""
+def _session(master: str | None, *, verbose: bool = False) -> SparkSession:
+    """A Spark Connect session for an ``sc://`` URL, else a classic one on `master`.
+
+    A local session that this process starts keeps Spark's start-up output off the terminal unless
+    `verbose` (`_cli.quiet_local_session`); one that spark-submit or an earlier caller started is used as is.
+    """
     if master is not None and master.startswith("sc://"):
         return SparkSession.builder.remote(master).getOrCreate()
-    builder = SparkSession.builder.appName("sparkinfer-run").config("spark.ui.showConsoleProgress", "true")
+    settings = {"spark.app.name": "sparkinfer-run", "spark.ui.showConsoleProgress": "true"}
     launched = "PYSPARK_GATEWAY_PORT" in os.environ or "SPARK_REMOTE" in os.environ  # spark-submit, Connect
     chosen = master or (None if launched else "local[*]")
     if chosen is not None:
-        builder = builder.master(chosen)
+        settings["spark.master"] = chosen
         if chosen.startswith("local"):
             # Local Python workers must run this interpreter: its environment has sparkinfer.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            if not verbose and not _cli.jvm_started():
+                session: SparkSession = _cli.quiet_local_session(settings)
+                return session
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     return builder.getOrCreate()
 
 

@@ -304,7 +304,7 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
          "--conf", f"spark.executorEnv.{faults.ENV}={fault}=3,once={tmp_path / 'fault-fired'},trace_loads={loads}",
          "--archives", f"{archive}#model", str(SCRIPT), "--input", str(small), "--output", str(output),
          "--model", "model", "--task", "classification", "--input-col", "text", "title", "--key", "id",
-         "--partitions", "2", "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
+         "--max-length", str(MAX_LENGTH), "--batch-tokens", "512",
          "--return-all-scores", "--format", output_format],
         env=_submit_env(tmp_path), capture_output=True, text=True, timeout=400,
     )
@@ -320,6 +320,9 @@ def test_spark_submit_on_local_cluster_with_an_archived_model_survives_a_lost_wo
     assert lost in result.stderr, result.stderr[-3000:]
     report = json.loads(Path(f"{output}.report.json").read_text())
     assert report["rows_out"] == 200 and report["format"] == output_format
+    # One input file is one partition: the job spread it over both executors' slots by itself.
+    assert report["partitioning"] == {"partitions": 2, "slots": 2, "rows": 200, "input_partitions": 1,
+                                      "chosen_by": "auto"}
     # Load-once across executors: every Python worker that ran a task loaded the model exactly once, in
     # executor JVMs of their own (the faulted worker's replacement loads it again; that is its first load).
     traced = [line.split() for f in loads.iterdir() for line in f.read_text().splitlines()]
@@ -366,7 +369,7 @@ def test_rerun_skips_done_keys_and_a_changed_model_is_reported(
                str(MAX_LENGTH), "--batch-tokens", "512", "--return-all-scores", "--function-to-apply", "sigmoid",
                "--delta-engine", delta_engine]
     capsys.readouterr()
-    assert main(command) == 1
+    assert main(command) == 2  # found before any Spark job (spark/preflight.py): a user error
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and re.match(r"sparkinfer run: error: TableError: .*another model fingerprint", lines[0])
 
