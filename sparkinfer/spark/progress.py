@@ -411,7 +411,7 @@ def in_notebook() -> bool:
     if shell is None:
         return False
     with contextlib.suppress(Exception):
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
+        ip = shell.get_ipython()
         return ip is not None and "IPKernelApp" in ip.config
     return False
 

@@ -7,6 +7,7 @@ and ``sparkinfer run --remote``: all from a client process without a JVM, agains
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -124,16 +125,26 @@ def input_table(rows: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFac
 
 
 def test_job_writes_delta_and_resumes(
-    spark: Any, input_table: str, tiny_classifier: str, texts: list[str | None], tmp_path: Path
+    spark: Any, input_table: str, tiny_classifier: str, texts: list[str | None], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import deltalake
 
     output = str(tmp_path / "pred")
     spec = si.ModelSpec(tiny_classifier, task="classification", **ON_CPU)
-    job = Job(input=input_table, output=output, spec=spec, key="id", chunk_rows=12, format="delta")
+    job = Job(input=input_table, output=output, spec=spec, key="id", chunk_rows=12, format="delta",
+              progress_interval=0.2)
+    caplog.set_level(logging.INFO, logger="sparkinfer")
     first = run(spark, job)
     assert (first.rows_in, first.rows_out, first.rows_skipped) == (ROWS, ROWS, 0)
     assert first.chunks == 2 and len(first.delta_versions) == 2
+    # Progress reached this client from the tasks (UDP) before the first chunk committed its exact counts.
+    messages = [(getattr(r, "progress", None), r.getMessage()) for r in caplog.records]
+    first_commit = next(i for i, (_, text) in enumerate(messages) if "chunk 1/2 committed" in text)
+    assert any(p is not None and p.done > 0 for p, _ in messages[:first_commit]), messages
+    # Connect cannot tell the input's partitions without a job; the slots came from a spark.range's.
+    assert first.partitioning is not None and first.partitioning["slots"] >= 1
+    assert first.partitioning["input_partitions"] is None and first.partitioning["chosen_by"] == "auto"
     # The engine's counters came back through the rows (Observation), not through a SparkContext.
     assert first.metrics.rows == ROWS and first.metrics.null_rows == texts.count(None)
     assert first.metrics.real_tokens > 0
