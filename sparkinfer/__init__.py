@@ -29,6 +29,7 @@ from sparkinfer.validation.profile import Profile
 from sparkinfer.validation.report import ValidationError, ValidationReport
 
 if TYPE_CHECKING:
+    from sparkinfer.spark.plan import plan
     from sparkinfer.spark.tables import read_table, repair_delta_statistics, write_table
     from sparkinfer.spark.udf import classify, classify_tokens, embed, extract, generate, predict, prompt, register
     from sparkinfer.spark.validate import review_sample, validate
@@ -41,6 +42,7 @@ _SPARK_NAMES = {
                     "sparkinfer.spark.udf"),
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
     **dict.fromkeys(("review_sample", "validate"), "sparkinfer.spark.validate"),
+    "plan": "sparkinfer.spark.plan",
 }
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "embed",
     "extract",
     "generate",
+    "plan",
     "predict",
     "prompt",
     "read_table",

@@ -24,6 +24,7 @@ HOMES = {
     "Profile": "sparkinfer.validation.profile",
     **dict.fromkeys(("ValidationError", "ValidationReport"), "sparkinfer.validation.report"),
     **dict.fromkeys(("review_sample", "validate"), "sparkinfer.spark.validate"),
+    "plan": "sparkinfer.spark.plan",
     **dict.fromkeys(("classify", "classify_tokens", "embed", "extract", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
