@@ -29,6 +29,7 @@ from sparkinfer.validation.profile import Profile
 from sparkinfer.validation.report import ValidationError, ValidationReport
 
 if TYPE_CHECKING:
+    from sparkinfer.spark.partitioning import repartition_for_inference
     from sparkinfer.spark.plan import plan
     from sparkinfer.spark.tables import read_table, repair_delta_statistics, write_table
     from sparkinfer.spark.udf import classify, classify_tokens, embed, extract, generate, predict, prompt, register
@@ -43,6 +44,7 @@ _SPARK_NAMES = {
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
     **dict.fromkeys(("review_sample", "validate"), "sparkinfer.spark.validate"),
     "plan": "sparkinfer.spark.plan",
+    "repartition_for_inference": "sparkinfer.spark.partitioning",
 }
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "read_table",
     "register",
     "repair_delta_statistics",
+    "repartition_for_inference",
     "review_sample",
     "validate",
     "write_table",

@@ -25,6 +25,7 @@ HOMES = {
     **dict.fromkeys(("ValidationError", "ValidationReport"), "sparkinfer.validation.report"),
     **dict.fromkeys(("review_sample", "validate"), "sparkinfer.spark.validate"),
     "plan": "sparkinfer.spark.plan",
+    "repartition_for_inference": "sparkinfer.spark.partitioning",
     **dict.fromkeys(("classify", "classify_tokens", "embed", "extract", "generate", "predict", "prompt", "register"),
                     "sparkinfer.spark.udf"),
     **dict.fromkeys(("read_table", "repair_delta_statistics", "write_table"), "sparkinfer.spark.tables"),
