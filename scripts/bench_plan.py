@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import cpu_model, git  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STDLIB_DOCS = REPO_ROOT.parent / "shared" / "data" / "stdlib_docs.parquet"
 SAMPLE_DOCS = REPO_ROOT / "sparkinfer" / "data" / "sample_docs.parquet"
@@ -67,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--input", str(table), "--model", model, "--task", "embedding", "--master", args.master]
     plan_command = _plan_command(env)
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"commit:  {_git('rev-parse', '--short', 'HEAD').strip()}" + _edited())
-    print(f"python {platform.python_version()}, {args.master}, {_cpu_model()}")
+    print(f"commit:  {git('rev-parse', '--short', 'HEAD').strip()}" + _edited())
+    print(f"python {platform.python_version()}, {args.master}, {cpu_model()}")
     print(f"input:   {table} ({args.rows:,} rows from {source})")
 
     rounds: list[dict[str, Any]] = []
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{cal['model_load_seconds']:.1f}s, overhead {cal['overhead_seconds']:.1f}s; the plan process took "
               f"{plan_wall:.1f}s")
     summary = {"rows": args.rows, "calibrate": args.calibrate, "master": args.master, "source": str(source),
-               "tolerance": args.tolerance, "cpu": _cpu_model(), "python": platform.python_version(),
+               "tolerance": args.tolerance, "cpu": cpu_model(), "python": platform.python_version(),
                "rounds": rounds}
     print("\n" + json.dumps(summary, indent=2))
     return 0 if all(r["within_tolerance"] for r in rounds) else 1
@@ -175,26 +178,9 @@ def _run(command: list[str], env: dict[str, str]) -> tuple[str, float]:
     return done.stdout, seconds
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _edited() -> str:
-    edited = [line[3:] for line in _git("status", "--porcelain", "--", "sparkinfer", "scripts").splitlines() if line]
+    edited = [line[3:] for line in git("status", "--porcelain", "--", "sparkinfer", "scripts").splitlines() if line]
     return f" + uncommitted: {', '.join(edited)}" if edited else ""
-
-
-def _git(*command: str) -> str:
-    try:
-        return subprocess.run(["git", *command], cwd=REPO_ROOT, capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
 
 
 if __name__ == "__main__":
