@@ -5,6 +5,7 @@ tasks say it themselves: every Python worker sends a small UDP datagram to the d
 holding the rows and tokens it has tokenized and finished since the last one (`Sender`, fed by the engine
 after every micro-batch). The driver (`Progress`) sums them, and every ``interval`` seconds logs one line
 (the command line prints sparkinfer's log on stderr) or, in a Jupyter/Databricks notebook, moves a tqdm bar.
+The moment every row is predicted it logs at once ("... predicted; writing and committing"), not an interval late.
 
 The ETA weighs rows and tokens. A task computes its longest rows first (length-sorted micro-batches), so
 its rows/s rises as it goes and its tokens/s falls: an ETA from either rate alone is wrong by the length
@@ -266,18 +267,21 @@ class Progress:
                         self._first = time.monotonic()
 
     def _tick(self) -> None:
-        last = time.monotonic()
+        last, announced = time.monotonic(), False
         while not self._stop.wait(SAMPLE_EVERY):
             snapshot = self.snapshot()
             if snapshot.elapsed is not None:
                 self._history.append((snapshot.elapsed, snapshot.done, snapshot.tokens))
                 if len(self._history) > 2 * KEEP:
                     self._history = self._history[::2]
+            finished = self.total is not None and snapshot.done >= self.total > 0
             if self._bar is not None:
                 self._update_bar()
-            elif time.monotonic() - last >= self.interval - SAMPLE_EVERY / 2:
+            elif (time.monotonic() - last >= self.interval - SAMPLE_EVERY / 2
+                  or finished and not announced):  # "predicted; writing and committing" at once, not a line late
                 last = time.monotonic()
                 self._log()
+            announced = announced or finished
 
     def _log(self) -> None:
         snapshot = self.snapshot()
