@@ -267,20 +267,29 @@ class Progress:
                         self._first = time.monotonic()
 
     def _tick(self) -> None:
-        last, announced = time.monotonic(), False
-        while not self._stop.wait(SAMPLE_EVERY):
+        """Sample every `SAMPLE_EVERY` s; log on a fixed grid of `interval` s (no drift), the first line a sample
+        early, so that no two lines (nor the run's start line and the first) are more than `interval` apart."""
+        now = time.monotonic()
+        next_sample, next_line, announced = now + SAMPLE_EVERY, now + self.interval - SAMPLE_EVERY, False
+        while not self._stop.wait(max(0.0, min(next_sample, next_line) - time.monotonic())):
+            now = time.monotonic()
             snapshot = self.snapshot()
-            if snapshot.elapsed is not None:
-                self._history.append((snapshot.elapsed, snapshot.done, snapshot.tokens))
-                if len(self._history) > 2 * KEEP:
-                    self._history = self._history[::2]
+            sampled = now >= next_sample
+            if sampled:
+                next_sample = max(next_sample + SAMPLE_EVERY, now)
+                if snapshot.elapsed is not None:
+                    self._history.append((snapshot.elapsed, snapshot.done, snapshot.tokens))
+                    if len(self._history) > 2 * KEEP:
+                        self._history = self._history[::2]
             finished = self.total is not None and snapshot.done >= self.total > 0
             if self._bar is not None:
-                self._update_bar()
-            elif (time.monotonic() - last >= self.interval - SAMPLE_EVERY / 2
-                  or finished and not announced):  # "predicted; writing and committing" at once, not a line late
-                last = time.monotonic()
+                if sampled:
+                    self._update_bar()
+                next_line = math.inf
+            elif now >= next_line or finished and not announced:  # the last rows at once, not a line late
                 self._log()
+                while next_line <= now:
+                    next_line += max(self.interval, SAMPLE_EVERY / 10)
             announced = announced or finished
 
     def _log(self) -> None:
