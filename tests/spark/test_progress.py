@@ -119,6 +119,17 @@ def test_partitions_for_fills_the_slots_in_a_few_waves_of_full_buffers() -> None
         partitioning.partitions_for(10, 0, 4096)
 
 
+class _MonotonicTimes(logging.Handler):
+    """Keeps ``(time.monotonic(), record)`` for each record, stamped as it is emitted (in the logging thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[tuple[float, logging.LogRecord]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((time.monotonic(), record))
+
+
 @pytest.fixture(scope="module")
 def slow_workers(spark: Any) -> Iterator[None]:
     """Python workers whose micro-batches sleep 2 ms per token: about 20 s per task here."""
@@ -132,6 +143,8 @@ def test_a_one_file_job_runs_on_every_slot_and_its_eta_holds_halfway(
     spark: Any, slow_workers: None, tiny_classifier: str, docs: list[str], tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Times are the monotonic clock's, taken as each line is logged: a record's `created` is the wall clock,
+    which a CI machine once stepped 13 s forward in mid-run (its lines' own `elapsed` stayed 1 s apart)."""
     source = tmp_path / "one_file.parquet"
     texts = [docs[i % len(docs)] for i in range(480)]
     pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), source)
@@ -139,12 +152,17 @@ def test_a_one_file_job_runs_on_every_slot_and_its_eta_holds_halfway(
     job = Job(input=str(source), output=str(tmp_path / "out"), key="id", progress_interval=INTERVAL,
               spec=si.ModelSpec(tiny_classifier, task="classification", max_length=64, max_batch_size=8))
     caplog.set_level(logging.INFO, logger="sparkinfer")
-    report = run(spark, job)
+    logged = _MonotonicTimes()
+    logging.getLogger("sparkinfer").addHandler(logged)
+    try:
+        report = run(spark, job)
+    finally:
+        logging.getLogger("sparkinfer").removeHandler(logged)
     assert report.rows_out == len(texts)
     assert report.partitioning == {"partitions": 2, "slots": 2, "rows": len(texts), "input_partitions": 1,
                                    "chosen_by": "auto"}
     assert report.metrics.model_loads == 2  # one per task, each in its own Python worker
-    lines = [(r.created, r.progress) for r in caplog.records if hasattr(r, "progress")]
+    lines = [(t, r.progress) for t, r in logged.records if hasattr(r, "progress")]
     gaps = [b - a for (a, _), (b, _) in zip(lines, lines[1:])]
     assert max(gaps) < 2 * INTERVAL, gaps
     # The prediction runs from the first rows done to the first line with every row done (give or take half
@@ -154,7 +172,7 @@ def test_a_one_file_job_runs_on_every_slot_and_its_eta_holds_halfway(
     start = moving[0][0] - moving[0][1].elapsed
     # The driver logs the first snapshot with every row done at once (within a second); where the tasks' last
     # datagrams reach it only after the commit (a loaded driver), the commit's own line marks the end.
-    committed = next(r.created for r in caplog.records if "committed:" in r.getMessage())
+    committed = next(t for t, r in logged.records if "committed:" in r.getMessage())
     end = min([t - SAMPLE_EVERY / 2 for t, s in lines if s.done == len(texts)] + [committed])
     when, snapshot = min(moving, key=lambda item: abs(item[0] - (start + end) / 2))
     timeline = [(round(t - start, 1), s.line()) for t, s in lines if s.done]
