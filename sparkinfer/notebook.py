@@ -176,7 +176,8 @@ class BudgetProbe:
         batch_tokens: The token budget tried.
         rows: Rows predicted.
         micro_batches: Forward passes the budget cut them into.
-        real_tokens: Tokens of the rows themselves.
+        real_tokens: Tokens of the rows computed (of rows with identical inputs, the first only: the engine
+            computes duplicates once).
         padded_tokens: Tokens sent to the model, padding included (never more than micro_batches x budget,
             except for a single row longer than the budget).
         seconds: Wall time of the pass (the model was loaded before).
@@ -241,6 +242,7 @@ def probe_token_budgets(spec: ModelSpec, texts: Sequence[str], budgets: Sequence
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         peak = int(torch.cuda.max_memory_allocated(device)) if cuda else None
-        probes.append(BudgetProbe(budget, metrics.rows, metrics.micro_batches, metrics.real_tokens,
-                                  metrics.padded_tokens, seconds, peak, loaded.memory_bytes, device))
+        computed = metrics.real_tokens - metrics.duplicate_tokens
+        probes.append(BudgetProbe(budget, metrics.rows, metrics.micro_batches, computed, metrics.padded_tokens,
+                                  seconds, peak, loaded.memory_bytes, device))
     return probes

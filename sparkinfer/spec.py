@@ -162,7 +162,8 @@ class ModelSpec:
         top_k: Classification: the k best labels in ``scores``. Generation/text2text, with ``do_sample``:
             sample among the k most likely tokens.
         seed: Generation/text2text, with ``do_sample``: each row samples from its own generator seeded
-            from `seed` and the row's prompt tokens, so its output does not depend on its batch.
+            from `seed` and the row's prompt tokens, so its output does not depend on its batch, and rows
+            with identical prompts draw the same sample (the engine computes them once).
         stop: Generation/text2text: strings that end the output; it is cut before the first one.
         return_details: Generation/text2text: return struct<text, prompt_tokens, completion_tokens,
             finish_reason> instead of the text ("stop" for an end-of-sequence token or stop string,

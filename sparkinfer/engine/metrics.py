@@ -22,8 +22,11 @@ class Metrics:
     Attributes:
         rows: Input rows, nulls included.
         null_rows: Null inputs, answered with null and never sent to the model.
-        real_tokens: Tokens of the rows themselves, after truncation.
+        real_tokens: Tokens of the rows themselves, after truncation (duplicates included).
         padded_tokens: Tokens sent to the model, padding included (rows x padded length, per micro-batch).
+        duplicate_rows: Rows answered from another row's result, never sent to the model: their token ids
+            equal those of a row of the same chunk, or of one of the task's last ``buffer_rows`` distinct rows.
+        duplicate_tokens: Their tokens (part of `real_tokens`).
         truncated_rows: Rows cut to ``max_length``.
         micro_batches: Forward passes run: a micro-batch of generation counts once, a decoding step of a model
             host's continuous batch (which mixes rows of several tasks) counts once for each task in it.
@@ -52,6 +55,8 @@ class Metrics:
     null_rows: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
+    duplicate_rows: int = 0
+    duplicate_tokens: int = 0
     truncated_rows: int = 0
     micro_batches: int = 0
     model_loads: int = 0
@@ -73,7 +78,8 @@ class Metrics:
     @property
     def padding_efficiency(self) -> float:
         """Share of the tokens sent to the model that were real (1.0 means no padding at all)."""
-        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+        sent = self.real_tokens - self.duplicate_tokens
+        return sent / self.padded_tokens if self.padded_tokens else 1.0
 
     def __add__(self, other: Metrics) -> Metrics:
         return Metrics(**{

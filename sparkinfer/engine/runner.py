@@ -13,6 +13,15 @@ Three things keep the device busy and the task alive:
   ``ModelSpec.on_error`` then answers (raise naming the row, null, or an error column); they are counted
   in `Metrics.error_rows`, and ``max_error_rate`` stops a stream that is mostly failing.
 
+Rows whose model input is identical (the same token ids, after truncation and any chat template) are
+computed once: a chunk computes the first row of each distinct input and fans its output out to the others,
+and a stream keeps the outputs of its last ``buffer_rows`` distinct rows (`_Recent`) to answer repeats in
+later chunks. Every task's output is a function of the row's token ids alone (a sampled generation draws
+from a generator seeded by ``ModelSpec.seed`` and the prompt's tokens), so a duplicate gets exactly what it
+would have got computed; what differs is only which rows share a micro-batch, as with any batching. Such
+rows are counted in `Metrics.duplicate_rows`; each still has its own text and offsets, so token
+classification's entities are placed in each row's own text.
+
 With ``ModelSpec.host="executor"`` the stream still tokenizes here and builds its column here, but its rows'
 token ids go to the executor's model host (`host`), which runs the same `forward_rows` loop over the rows of
 every task connected to it (or decodes generation continuously) and sends back outputs, per-row failures
@@ -23,10 +32,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from array import array
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -117,7 +127,8 @@ def run_stream(
         One output array per input batch.
     """
     _set_threads(num_threads)
-    budget = _Stream(spec.batch_tokens)  # shrinks after an out-of-memory, for the rest of the stream
+    # The budget shrinks after an out-of-memory, for the rest of the stream; repeats of recent rows reuse them.
+    budget = _Stream(spec.batch_tokens, recent=_Recent(spec.buffer_rows))
     offset = 0  # the stream position of the next chunk's first row
     model: _Model | None = None
     first: Metrics | None = None
@@ -222,17 +233,93 @@ class Budget:
     tokens: int
 
 
+class _Recent:
+    """The outputs of the last `size` distinct rows a stream computed, by their token ids (least recently used
+    first out), so that a later chunk's repeats are not computed again. Each output is a one-row array."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._outputs: OrderedDict[bytes, npt.NDArray[Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+    def get(self, key: bytes) -> npt.NDArray[Any] | None:
+        output = self._outputs.get(key)
+        if output is not None:
+            self._outputs.move_to_end(key)
+        return output
+
+    def put(self, key: bytes, output: npt.NDArray[Any]) -> None:
+        if self.size <= 0:
+            return
+        self._outputs[key] = output
+        self._outputs.move_to_end(key)
+        while len(self._outputs) > self.size:
+            self._outputs.popitem(last=False)
+
+
+class _Distinct:
+    """The rows of a chunk to compute: the first row of each distinct token-id sequence that `recent` lacks.
+
+    Attributes:
+        first: The row of each sequence to compute, ascending.
+        duplicates: Rows answered from another row: repeats within the chunk and rows `recent` holds.
+    """
+
+    def __init__(self, ids: list[list[int]], recent: _Recent) -> None:
+        self._recent = recent
+        self._keys = [array("q", row).tobytes() for row in ids]
+        self._index = np.empty(len(ids), dtype=np.int64)  # each row's position in `first`, -1 if recent has it
+        self._cached: dict[int, npt.NDArray[Any]] = {}
+        position: dict[bytes, int] = {}
+        first: list[int] = []
+        for row, key in enumerate(self._keys):
+            at = position.get(key)
+            if at is None:
+                output = recent.get(key)
+                if output is not None:
+                    self._cached[row], self._index[row] = output, -1
+                    continue
+                at = position[key] = len(first)
+                first.append(row)
+            self._index[row] = at
+        self.first = np.asarray(first, dtype=np.int64)
+        self.duplicates = len(ids) - len(first)
+
+    def fan_out(
+        self, computed: npt.NDArray[Any], failed: dict[int, Exception]
+    ) -> tuple[npt.NDArray[Any], dict[int, Exception]]:
+        """Every row's output and failure, from those of the `first` rows (`computed`, `failed`, by position)."""
+        failures = {row: failed[at] for row, at in enumerate(self._index.tolist()) if at in failed}
+        if not self._cached:
+            return computed[self._index], failures
+        filler = next(iter(self._cached.values()))  # where a failed row's output goes (never read)
+        pieces = [self._cached[row] if at < 0 else filler if at in failed else computed[at : at + 1]
+                  for row, at in enumerate(self._index.tolist())]
+        return np.concatenate(pieces), failures
+
+    def remember(self, computed: npt.NDArray[Any], failed: dict[int, Exception]) -> None:
+        """Keep the computed rows' outputs (copies, not views of the chunk's array) for later chunks."""
+        for at, row in enumerate(self.first.tolist()):
+            if at not in failed:
+                self._recent.put(self._keys[row], computed[at : at + 1].copy())
+
+
 @dataclass
 class _Stream(Budget):
-    """What one stream (one Spark task) carries from chunk to chunk: its `Budget`, and for ``max_error_rate``:
+    """What one stream (one Spark task) carries from chunk to chunk: its `Budget`, for ``max_error_rate``
+    the rows and errors so far, and the outputs of its recent rows.
 
     Attributes:
         rows: Non-null rows computed so far.
         errors: Those of them that failed.
+        recent: Outputs of its last distinct rows, for their repeats in later chunks.
     """
 
     rows: int = 0
     errors: int = 0
+    recent: _Recent = field(default_factory=lambda: _Recent(0))
 
     def count(self, spec: ModelSpec, metrics: Metrics, *, last: bool) -> None:
         """Add a chunk's rows and errors, then `check`."""
@@ -358,26 +445,34 @@ def _compute(
     metrics.real_tokens = int(tokenized.lengths.sum())
     metrics.tokenize_seconds = tokenized.seconds
     started = time.perf_counter()
-    if model.host is not None:
-        outputs, failed = model.host.run(spec, tokenized.ids, metrics)
-    else:
+    distinct = _Distinct(tokenized.ids, budget.recent)
+    ids, lengths = [tokenized.ids[i] for i in distinct.first], tokenized.lengths[distinct.first]
+    metrics.duplicate_rows = distinct.duplicates
+    metrics.duplicate_tokens = metrics.real_tokens - int(lengths.sum())
+    computed: npt.NDArray[Any] = np.empty((0, 0), dtype=np.float32)
+    failed: dict[int, Exception] = {}
+    if ids and model.host is not None:
+        computed, failed = model.host.run(spec, ids, metrics)
+    elif ids:
 
         def count(rows: IntArray, width: int, ok: bool) -> None:
             if ok:
                 metrics.padded_tokens += len(rows) * max(width, 1)  # `pad` gives all-empty rows width 1
                 metrics.micro_batches += 1
                 if on_progress is not None:
-                    tokens = int(tokenized.lengths[rows].sum())
+                    tokens = int(lengths[rows].sum())
                     reported[0], reported[1] = reported[0] + len(rows), reported[1] + tokens
                     on_progress(len(rows), tokens, 0, 0)
             else:
                 metrics.oom_splits += 1
 
-        outputs, failed = forward_rows(
-            model.loaded, tokenized.ids, tokenized.lengths, budget, max_batch_size=spec.max_batch_size,
+        computed, failed = forward_rows(
+            model.loaded, ids, lengths, budget, max_batch_size=spec.max_batch_size,
             overlap=spec.overlap, stop_on_error=spec.on_error == "raise", on_batch=count,
         )
-    errors = {row: _row_error(spec, tokenized, row, exc) for row, exc in sorted(failed.items())}
+    outputs, failures = distinct.fan_out(computed, failed)
+    errors = {row: _row_error(spec, tokenized, row, exc) for row, exc in sorted(failures.items())}
+    distinct.remember(computed, failed)
     metrics.error_rows = len(errors)
     result = _to_arrow(spec, model.loaded, tokenized, outputs, errors, metrics)
     metrics.forward_seconds = time.perf_counter() - started

@@ -320,6 +320,7 @@ class RunReport:
             "padded_tokens": self.metrics.padded_tokens,
             "padding_efficiency": self.metrics.padding_efficiency,
             "truncated_rows": self.metrics.truncated_rows,
+            "duplicate_rows": self.metrics.duplicate_rows,
             "model_load_seconds": self.metrics.model_load_seconds,
             "rows_per_second": self.rows_out / seconds if seconds > 0 else 0.0,
             "tokens_per_second": self.metrics.real_tokens / seconds if seconds > 0 else 0.0,
