@@ -6,7 +6,8 @@ Acceptance (issue 16): from a 500-row calibration, the projected time of the ful
 The input is one Parquet file of ``--rows`` rows (19,444 by default) built once under ``--workdir``:
 ``../shared/data/stdlib_docs.parquet`` (4,861 docstrings) when present, else sparkinfer's 100 bundled
 ``sample_docs``, repeated until there are enough rows. Copy ``k`` of a docstring has its lines rotated by
-``k`` (another text of about the same length) and ids ``k x n + id``.
+``k`` (another text of about the same length), starts with ``"[k] "`` (so that no two rows are duplicates, which
+the engine would compute once and the plan does not model) and has the id ``k x n + id``.
 
 Each of ``--repeats`` (2) rounds runs, in fresh processes on ``--master`` (``local[2]``) with the bundled
 all-MiniLM-L6-v2 (``sparkinfer.notebook.bundled_minilm``):
@@ -137,7 +138,8 @@ def _build_input(workdir: Path, rows: int) -> tuple[Path, Path]:
     source = STDLIB_DOCS if STDLIB_DOCS.exists() else SAMPLE_DOCS
     table_dir = workdir / f"docs_{rows}"
     marker = table_dir / "_source"
-    if marker.exists() and marker.read_text() == str(source):
+    built_from = f"{source} (distinct copies)"
+    if marker.exists() and marker.read_text() == built_from:
         return source, table_dir
     docs = pq.read_table(source).select(["id", "module", "text"]).to_pylist()
     out: dict[str, list[Any]] = {"id": [], "module": [], "text": []}
@@ -148,6 +150,8 @@ def _build_input(workdir: Path, rows: int) -> tuple[Path, Path]:
         if copy and len(lines) > 1:  # rotate the lines: another text of about the same length
             shift = copy % len(lines)
             text = "\n".join(lines[shift:] + lines[:shift])
+        if copy and text is not None:
+            text = f"[{copy}] {text}"
         out["id"].append(copy * len(docs) + int(docs[doc]["id"]))
         out["module"].append(docs[doc]["module"])
         out["text"].append(text)
@@ -156,7 +160,7 @@ def _build_input(workdir: Path, rows: int) -> tuple[Path, Path]:
         stale.unlink()
     schema = pa.schema([("id", pa.int64()), ("module", pa.string()), ("text", pa.string())])
     pq.write_table(pa.table(out, schema=schema), table_dir / "part-0.parquet")
-    marker.write_text(str(source))
+    marker.write_text(built_from)
     return source, table_dir
 
 
