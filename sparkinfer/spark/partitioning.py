@@ -14,7 +14,6 @@ one task, however many executors wait. Inference costs per token, not per byte, 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sparkinfer")
 
 WAVES = 3  # tasks per slot, at most, for balance
-FEW = 0.5  # a predict column on fewer partitions than this share of the slots gets a warning
+FEW = 0.5  # a prediction stage running fewer tasks than this share of the slots gets a warning (`progress.Watch`)
 
 
 @dataclass(frozen=True)
@@ -156,20 +155,6 @@ def repartition_for_inference(df: DataFrame, *, rows: int | None = None, buffer_
     choice = choose(df, df.count() if rows is None else rows, buffer_rows, slots=slots)
     log.info("sparkinfer: %s", describe(choice))
     return df.repartition(choice.partitions) if choice.repartition else df
-
-
-def warn_if_few(df: DataFrame, what: str) -> None:
-    """Log a warning when `df` would predict on far fewer partitions than the cluster has task slots."""
-    current = input_partitions(df)
-    if current is None:
-        return
-    slots = task_slots(df.sparkSession)
-    if current < max(2, math.ceil(FEW * slots)):
-        log.warning(
-            "sparkinfer: %s runs on %d partition(s) but the cluster has %d task slots, so %d of them idle; call "
-            "df = si.repartition_for_inference(df) before adding the prediction column", what, current, slots,
-            slots - current,
-        )
 
 
 def describe(choice: Partitioning) -> str:

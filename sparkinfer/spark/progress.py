@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sparkinfer.spark.partitioning import FEW
+
 log = logging.getLogger("sparkinfer")
 
 SEND_EVERY = 1.0  # seconds between a worker's datagrams, at most one per this
@@ -386,7 +388,7 @@ class Watch:
 
     def _check(self) -> None:
         now = time.monotonic()
-        wanted = max(2, math.ceil(self.slots / 2))
+        wanted = max(2, math.ceil(FEW * self.slots))
         for stage, (first, started, ended) in list(self._stages.items()):
             if started <= ended and now - first > WATCH_GRACE:
                 del self._stages[stage]  # every task it started has ended
