@@ -241,9 +241,6 @@ class _Recent:
         self.size = size
         self._outputs: OrderedDict[bytes, npt.NDArray[Any]] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._outputs)
-
     def get(self, key: bytes) -> npt.NDArray[Any] | None:
         output = self._outputs.get(key)
         if output is not None:

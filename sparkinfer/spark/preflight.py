@@ -456,15 +456,26 @@ def _check_model(spark: SparkSession, spec: ModelSpec) -> None:
 
 
 def _conf(spark: SparkSession) -> dict[str, str]:
-    """The session's configuration, Spark's and SQL's (empty when it cannot be listed)."""
+    """The session's configuration, Spark's and SQL's, as far as it can be listed, and the archive keys read
+    one by one: before PySpark 4.0 the listing is the SparkContext's conf alone (nothing on Spark Connect), which
+    misses what was set on the session; ``spark.conf.get`` answers on every version and on Connect."""
+    conf: dict[str, str] = {}
     try:
-        return {str(k): str(v) for k, v in spark.conf.getAll.items()}  # PySpark >= 4.0, classic and Connect
-    except Exception:
+        conf.update({str(k): str(v) for k, v in spark.sparkContext.getConf().getAll()})
+    except Exception:  # Spark Connect: no SparkContext
         pass
     try:
-        return {str(k): str(v) for k, v in spark.sparkContext.getConf().getAll()}
-    except Exception:  # Spark Connect before 4.0 has neither
-        return {}
+        conf.update({str(k): str(v) for k, v in spark.conf.getAll.items()})  # PySpark >= 4.0, classic and Connect
+    except Exception:
+        pass
+    for key in _ARCHIVE_CONFS:
+        try:
+            value = spark.conf.get(key, None)
+        except Exception:  # a conf the session refuses to read
+            value = None
+        if value:
+            conf[key] = str(value)
+    return conf
 
 
 def _archive_names(spark: SparkSession, conf: Mapping[str, str]) -> dict[str, tuple[str, str]]:
