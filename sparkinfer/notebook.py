@@ -242,7 +242,6 @@ def probe_token_budgets(spec: ModelSpec, texts: Sequence[str], budgets: Sequence
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         peak = int(torch.cuda.max_memory_allocated(device)) if cuda else None
-        computed = metrics.real_tokens - metrics.duplicate_tokens
-        probes.append(BudgetProbe(budget, metrics.rows, metrics.micro_batches, computed, metrics.padded_tokens,
-                                  seconds, peak, loaded.memory_bytes, device))
+        probes.append(BudgetProbe(budget, metrics.rows, metrics.micro_batches, metrics.computed_tokens,
+                                  metrics.padded_tokens, seconds, peak, loaded.memory_bytes, device))
     return probes

@@ -76,10 +76,14 @@ class Metrics:
     mask_seconds: float = 0.0
 
     @property
+    def computed_tokens(self) -> int:
+        """Real tokens of the rows sent to the model: `real_tokens` less the duplicates' tokens."""
+        return self.real_tokens - self.duplicate_tokens
+
+    @property
     def padding_efficiency(self) -> float:
         """Share of the tokens sent to the model that were real (1.0 means no padding at all)."""
-        sent = self.real_tokens - self.duplicate_tokens
-        return sent / self.padded_tokens if self.padded_tokens else 1.0
+        return self.computed_tokens / self.padded_tokens if self.padded_tokens else 1.0
 
     def __add__(self, other: Metrics) -> Metrics:
         return Metrics(**{

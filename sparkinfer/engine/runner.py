@@ -288,12 +288,13 @@ class _Distinct:
         self, computed: npt.NDArray[Any], failed: dict[int, Exception]
     ) -> tuple[npt.NDArray[Any], dict[int, Exception]]:
         """Every row's output and failure, from those of the `first` rows (`computed`, `failed`, by position)."""
-        failures = {row: failed[at] for row, at in enumerate(self._index.tolist()) if at in failed}
+        index = self._index.tolist() if failed or self._cached else []
+        failures = {row: failed[at] for row, at in enumerate(index) if at in failed} if failed else {}
         if not self._cached:
             return computed[self._index], failures
         filler = next(iter(self._cached.values()))  # where a failed row's output goes (never read)
         pieces = [self._cached[row] if at < 0 else filler if at in failed else computed[at : at + 1]
-                  for row, at in enumerate(self._index.tolist())]
+                  for row, at in enumerate(index)]
         return np.concatenate(pieces), failures
 
     def remember(self, computed: npt.NDArray[Any], failed: dict[int, Exception]) -> None:

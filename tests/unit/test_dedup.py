@@ -90,7 +90,8 @@ def test_an_uncased_tokenizer_shares_a_forward_pass_but_each_row_keeps_its_own_o
     the same words and offsets: each row's entities must be the pipeline's for that row's own text."""
     import transformers
 
-    base = ["Angela Merkel visited Zürich and São Paulo in 2019.", "Dr. O'Neill-Smith flew from Reykjavík to Kraków."]
+    base = ["Angela Merkel visited Zürich and São Paulo in 2019.",
+            "Dr. O'Neill-Smith flew from Reykjavík to Kraków."]
     texts = [variant for text in base for variant in (text, text.lower(), text.replace(" ", "   "), text)]
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_ner)
     assert len({tuple(tokenizer(t)["input_ids"]) for t in texts}) == len(base)
