@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal, get_args
 
@@ -122,14 +123,21 @@ class ModelSpec:
     """What to run: a model, the task head over it, and how to batch it.
 
     Args:
-        model: A local directory (``/dbfs/models/x`` or ``./model``) or a hub id resolved from the local
-            Hugging Face cache (nothing is downloaded when ``HF_HUB_OFFLINE=1``).
+        model: A local directory (``/dbfs/models/x`` or ``./model``), a hub id resolved from the local
+            Hugging Face cache (nothing is downloaded when ``HF_HUB_OFFLINE=1``), a directory in object storage
+            (any fsspec URL whose package is installed: ``s3://bucket/models/x`` with s3fs, ``gs://`` with gcsfs,
+            ``abfss://`` with adlfs, ``hdfs://``), or an MLflow registry model (``models:/name/3``,
+            ``models:/name@champion``, with mlflow). A remote model is downloaded once per node into
+            ``SPARKINFER_CACHE_DIR`` (``engine/sources``), with the store's or MLflow's own credentials; a URI
+            holding credentials is refused.
         task: ``"embedding"`` (array<float>), ``"classification"`` (struct<label, score>), ``"generation"``
             (decoder-only LM) or ``"text2text"`` (encoder-decoder) (string, or a struct with
             ``return_details``), ``"token-classification"``
             (array<struct<entity, word, score, start, end>>), or ``"extraction"`` (a causal LM decoding JSON
             constrained by `schema`: struct<value, status, raw>).
-        revision: Hub revision (branch, tag or commit) to pin; ``None`` takes the cached default.
+        revision: Hub revision (branch, tag or commit) to pin; ``None`` takes the cached default. For a remote
+            model, its revision as the Column or job pins it (a digest of the store's ETags or version ids, or
+            the registry's model version); ``None`` takes the current one.
         max_length: Tokens per row after truncation. ``None`` takes the sentence-transformers
             ``max_seq_length`` when the model has one, else the model's maximum positions.
         batch_tokens: Token budget of one micro-batch: rows x padded length never exceeds it
@@ -251,6 +259,7 @@ class ModelSpec:
                 f"ModelSpec.model must be a non-empty path or hub id (got {self.model!r}); "
                 "pass e.g. '/dbfs/models/my-model' or 'sentence-transformers/all-MiniLM-L6-v2'"
             )
+        _check_no_credentials(self.model)
         _check_choice("task", self.task, get_args(Task))
         _check_optional_str("revision", self.revision)
         _check_positive("max_length", self.max_length, optional=True)
@@ -450,6 +459,21 @@ def _check_strings(name: str, value: object, *, example: str) -> None:
         raise SpecError(
             f"ModelSpec.{name} must be a tuple of non-empty strings (got {value!r}); pass e.g. {name}={example}"
         )
+
+
+def _check_no_credentials(model: str) -> None:
+    """Refuse a URI holding a password or a query string (a SAS token, a presigned signature): the model name
+    goes into logs, the run report and the fingerprint. Credentials belong in the store's provider chain."""
+    parsed = urllib.parse.urlsplit(model) if "://" in model else None
+    if parsed is None or not (parsed.query or (parsed.password is not None)):
+        return
+    shown = f"{parsed.scheme}://{parsed.hostname or ''}{parsed.path}"
+    raise SpecError(
+        f"ModelSpec.model must not hold credentials (got a URI with "
+        f"{'a password' if parsed.password is not None else 'a query string'}: {shown!r} plus what was cut); "
+        "give the store its credentials through its standard provider chain (environment variables such as "
+        "AWS_ACCESS_KEY_ID, a profile, an instance or pod role) and pass the plain URI"
+    )
 
 
 def _check_optional_str(name: str, value: object) -> None:

@@ -260,3 +260,29 @@ def tiny_causal_lm_4bit(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random tiny T5 + trained BPE tokenizer (see `build_tiny_seq2seq`)."""
     return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny_seq2seq"))
+
+
+@pytest.fixture(scope="session")
+def s3(minilm_path: str) -> Iterator[Any]:
+    """An S3 API on loopback (moto's server) holding the bundled MiniLM at ``s3://models/minilm``.
+
+    The endpoint and credentials are the standard AWS environment variables, set in this process for the
+    session (``S3.env`` holds them for Spark's Python workers and spark-submit).
+    """
+    from tests.sources import s3_server
+
+    with s3_server() as server:
+        server.upload(minilm_path, "s3://models/minilm")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_registry(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> dict[str, str]:
+    """A local MLflow registry (sqlite, file artifacts) with MiniLM as ``minilm`` versions 1 and 2 (tests/sources.py).
+
+    Returns:
+        The environment that reaches it (also set in this process for the session).
+    """
+    from tests.sources import registry
+
+    return registry(tmp_path_factory.mktemp("mlflow"), minilm_path)

@@ -32,6 +32,12 @@ Faults (comma-separated ``name=value``):
 * ``trace_loads=DIR``: not a fault: every load of weights appends a line ``<executor JVM pid> <process pid>
   <model>`` to ``DIR/loads-<process pid>.txt``, so a test can count loads per Python worker and per executor.
   In a model host the host writes it, with the executor of the worker that started it.
+* ``trace_fetches=DIR``: not a fault: every step of a remote model's node cache (``engine/sources/_node.py``)
+  appends a line ``<event> <process pid> <executor JVM pid> <time.monotonic()> <key>`` to
+  ``DIR/fetches-<process pid>.txt``; the events are ``wait`` (another process holds the download lock),
+  ``download`` (this process downloads), ``done`` (its download is in place) and ``reuse`` (it found one).
+* ``slow_download_ms=N``: not a fault: a remote model's download sleeps N ms after each file, so that a
+  test can see other processes wait, or kill a download midway.
 
 Faults that fire "before a micro-batch" fire where micro-batches run: in a model host, in the host.
 """
@@ -48,8 +54,8 @@ from sparkinfer.errors import SpecError
 ENV = "SPARKINFER_FAULTS"
 EXIT_STATUS = 86  # what a worker ended by exit_at_batch exits with
 _COUNTS = ("oom_above_rows", "fail_on_token", "exit_at_batch", "kill_executor_at_batch", "kill_host_at_batch",
-           "exit_after_request", "exit_before_publish", "slow_per_token_us")
-_PATHS = ("once", "trace_loads")
+           "exit_after_request", "exit_before_publish", "slow_per_token_us", "slow_download_ms")
+_PATHS = ("once", "trace_loads", "trace_fetches")
 _CHOICES = {"cpu_4bit_path": ("reference", "packed")}
 _batches = 0  # micro-batches this process has started
 _requests = 0  # requests this process has sent to a model host
@@ -66,8 +72,8 @@ def _parse(text: str) -> dict[str, str]:
                 or value in _CHOICES.get(name, ())):
             raise SpecError(
                 f"{ENV} must hold name=value items: {', '.join(f'{n}=<int>' for n in _COUNTS)}, once=<path>, "
-                f"trace_loads=<dir> or cpu_4bit_path=reference|packed (got {text!r}); e.g. {ENV}=oom_above_rows=4, "
-                "or unset it"
+                f"trace_loads=<dir>, trace_fetches=<dir> or cpu_4bit_path=reference|packed (got {text!r}); e.g. "
+                f"{ENV}=oom_above_rows=4, or unset it"
             )
         faults[name] = value
     return faults
@@ -137,6 +143,27 @@ def after_load(name: str, model: Any) -> None:
     executor = host_executor if in_host else executor_pid()
     with open(Path(directory) / f"loads-{os.getpid()}.txt", "a", encoding="utf-8") as out:
         out.write(f"{executor if executor is not None else '-'} {os.getpid()} {name}\n")
+
+
+def trace_fetch(event: str, key: str) -> None:
+    """Record a step of the node cache (``trace_fetches=DIR``), if asked."""
+    directory = _asked().get("trace_fetches")
+    if directory is None:
+        return
+    import time
+
+    executor = host_executor if in_host else executor_pid()
+    with open(Path(directory) / f"fetches-{os.getpid()}.txt", "a", encoding="utf-8") as out:
+        out.write(f"{event} {os.getpid()} {executor if executor is not None else '-'} {time.monotonic():.6f} {key}\n")
+
+
+def after_download_file() -> None:
+    """Sleep ``slow_download_ms`` after a downloaded file, if asked."""
+    delay = _asked().get("slow_download_ms")
+    if delay is not None:
+        import time
+
+        time.sleep(int(delay) / 1000)
 
 
 def set_cpu_4bit_path(model: Any, path: str) -> int:

@@ -8,6 +8,7 @@ a missing config, tokenizer or weights, pickle-only weights, and a task the arch
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -82,14 +83,34 @@ def check_model_dir(model_dir: Path, spec: ModelSpec) -> None:
         SpecError: When the architecture in ``config.json`` cannot do ``spec.task``.
     """
     names = _list(model_dir)
-    config = _read_config(model_dir, names)
+    check_files(str(model_dir), names, _read_config(model_dir, names), spec, local=model_dir)
+
+
+def check_files(where: str, names: list[str], config: dict[str, Any], spec: ModelSpec, *,
+                local: Path | None = None) -> None:
+    """`check_model_dir` on what was read of a model directory: its entries' names and its parsed config.
+
+    Args:
+        where: The directory or URI, for messages.
+        names: The directory's entries (file and subdirectory names).
+        config: Its parsed ``config.json``.
+        spec: The spec that will load it.
+        local: The directory, when it is on this machine: its sentence-transformers modules are read too.
+
+    Raises:
+        As `check_model_dir`.
+    """
     if not spec.trust_remote_code:  # repository code may build its tokenizer from files of its own
-        _check_tokenizer(model_dir, names)
-    _check_weights(model_dir, names, allow_pickle=spec.allow_pickle)
-    check_architecture(config, spec, model_dir)
+        _check_tokenizer(where, names)
+    _check_weights(where, names, allow_pickle=spec.allow_pickle)
+    check_architecture(config, spec, where, names)
+    if spec.task == "embedding" and local is not None:
+        from sparkinfer.engine.tasks.embedding import read_st_config
+
+        read_st_config(local)  # a sentence-transformers module sparkinfer lacks fails here, not per task
 
 
-def check_architecture(config: dict[str, Any], spec: ModelSpec, model_dir: Path) -> None:
+def check_architecture(config: dict[str, Any], spec: ModelSpec, where: str, names: list[str]) -> None:
     """Refuse a task that the ``architectures`` and ``model_type`` of `config` (a parsed config.json) cannot do.
 
     Only clear mismatches are refused; a config naming no architectures, or one loaded with repository code,
@@ -107,17 +128,17 @@ def check_architecture(config: dict[str, Any], spec: ModelSpec, model_dir: Path)
     encoder_decoder = config.get("is_encoder_decoder") is True
     causal = any(a.endswith(_CAUSAL) for a in archs)
     encoder = not causal and (model_type in _ENCODER_ONLY or any(a.endswith(_ENCODER_HEADS) for a in archs))
-    where = f"{str(model_dir)!r}: its config.json names {archs} (model_type {model_type!r})"
+    found = f"{where!r}: its config.json names {archs} (model_type {model_type!r})"
     task = spec.task
     if task in _HEADS and not any(a.endswith(_HEADS[task]) for a in archs):
         raise SpecError(
-            f"ModelSpec.task {task!r} needs a checkpoint with a *{_HEADS[task]} head, got {where}; without its "
+            f"ModelSpec.task {task!r} needs a checkpoint with a *{_HEADS[task]} head, got {found}; without its "
             f"head the model would start a random one and predict noise. Use a fine-tuned *{_HEADS[task]} "
             f"model, or {_suggest(archs, encoder_decoder, causal)}"
         )
-    if task == "embedding" and causal and spec.pooling == "auto" and not (model_dir / "modules.json").is_file():
+    if task == "embedding" and causal and spec.pooling == "auto" and "modules.json" not in names:
         raise SpecError(
-            f"ModelSpec.task 'embedding' does not fit a causal language model, got {where}: its hidden states "
+            f"ModelSpec.task 'embedding' does not fit a causal language model, got {found}: its hidden states "
             "are not sentence embeddings. Use task='generation', an embedding model (e.g. one with a "
             "sentence-transformers modules.json), or pass pooling='lasttoken' for a decoder trained to embed"
         )
@@ -125,18 +146,14 @@ def check_architecture(config: dict[str, Any], spec: ModelSpec, model_dir: Path)
         fix = "task='text2text'" if encoder_decoder else _suggest(archs, encoder_decoder, causal)
         raise SpecError(
             f"ModelSpec.task {task!r} needs a decoder-only causal language model (*ForCausalLM, *LMHeadModel), "
-            f"got {where}; use {fix}, or a causal LM"
+            f"got {found}; use {fix}, or a causal LM"
         )
     if task == "text2text" and not encoder_decoder:
         raise SpecError(
             f"ModelSpec.task 'text2text' needs an encoder-decoder model (is_encoder_decoder: true in config.json, "
-            f"e.g. T5ForConditionalGeneration), got {where}; use {_suggest(archs, encoder_decoder, causal)}, "
+            f"e.g. T5ForConditionalGeneration), got {found}; use {_suggest(archs, encoder_decoder, causal)}, "
             "or an encoder-decoder model"
         )
-    if task == "embedding":
-        from sparkinfer.engine.tasks.embedding import read_st_config
-
-        read_st_config(model_dir)  # a sentence-transformers module sparkinfer lacks fails here, not per task
 
 
 def _suggest(archs: list[str], encoder_decoder: bool, causal: bool) -> str:
@@ -179,25 +196,25 @@ def _read_config(model_dir: Path, names: list[str]) -> dict[str, Any]:
     return config
 
 
-def _check_tokenizer(model_dir: Path, names: list[str]) -> None:
+def _check_tokenizer(where: str, names: list[str]) -> None:
     if any(n in _TOKENIZER_FILES or n.endswith(_TOKENIZER_SUFFIXES) for n in names):
         return
     raise ModelLoadError(
-        f"the model directory {str(model_dir)!r} has no tokenizer: expected tokenizer.json, or a vocabulary "
+        f"the model directory {where!r} has no tokenizer: expected tokenizer.json, or a vocabulary "
         f"transformers builds one from ({', '.join(_TOKENIZER_FILES[1:])}), got {_shown(names)}; save the "
         "tokenizer beside the weights with tokenizer.save_pretrained(model_dir)"
     )
 
 
-def _check_weights(model_dir: Path, names: list[str], *, allow_pickle: bool) -> None:
-    check_weights_format(model_dir, allow_pickle=allow_pickle)  # pickle-only weights without allow_pickle
+def _check_weights(where: str, names: list[str], *, allow_pickle: bool) -> None:
+    check_weights_format(where, names, allow_pickle=allow_pickle)  # pickle-only weights without allow_pickle
     if any(n.endswith(".safetensors") for n in names):
         return
-    if allow_pickle and any(next(model_dir.glob(p), None) for p in _PICKLE_WEIGHTS):
+    if allow_pickle and any(fnmatch.fnmatch(n, p) for n in names for p in _PICKLE_WEIGHTS):
         return
     expected = "model.safetensors (or its shards)" + (" or pytorch_model.bin" if allow_pickle else "")
     raise ModelLoadError(
-        f"the model directory {str(model_dir)!r} has no weights: expected {expected}, got {_shown(names)}; save "
+        f"the model directory {where!r} has no weights: expected {expected}, got {_shown(names)}; save "
         "the model with save_pretrained, which writes model.safetensors"
     )
 

@@ -6,14 +6,17 @@ driver.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sparkinfer._optional import require
+from sparkinfer.engine import sources
 from sparkinfer.engine.placement import TaskResources, choose_device
 from sparkinfer.engine.quantize import bitsandbytes_config, keep_narrow_layers
 from sparkinfer.engine.tasks import Head, get_task
@@ -95,13 +98,17 @@ class LoadedModel:
 
 
 def resolve_model_dir(spec: ModelSpec) -> Path:
-    """A local directory as is; otherwise a hub id resolved through the Hugging Face cache.
+    """A local directory as is; a remote model (``s3://``, ``models:/``, ...) from the node cache, downloaded
+    once per node (`sources.fetch`); otherwise a hub id resolved through the Hugging Face cache.
 
     With ``HF_HUB_OFFLINE=1`` the hub is never contacted: an id missing from the cache fails here.
 
     Raises:
-        ModelLoadError: When the directory does not exist and the id cannot be resolved.
+        ModelLoadError: When the directory does not exist and the id cannot be resolved, or a remote model
+            cannot be downloaded.
     """
+    if sources.is_remote(spec.model):
+        return sources.fetch(spec)
     local = Path(spec.model).expanduser()
     if local.is_dir():
         return local
@@ -187,10 +194,12 @@ def load_weights(spec: ModelSpec, device: str | None = None) -> Weights:
         require("bitsandbytes", extra="quant", purpose=purpose)
         require("accelerate", extra="quant", purpose=purpose)  # transformers' bitsandbytes loader needs it
     model_dir = resolve_model_dir(spec)
-    check_weights_format(model_dir, allow_pickle=spec.allow_pickle)
+    check_weights_format(str(model_dir), os.listdir(model_dir), allow_pickle=spec.allow_pickle)
     device = device if device is not None else resolve_device(spec.device)
     task = get_task(spec.task)
-    common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    # A remote model's revision is the node cache's business: transformers gets a plain local directory.
+    revision = None if sources.is_remote(spec.model) else spec.revision
+    common: dict[str, Any] = {"revision": revision, "trust_remote_code": spec.trust_remote_code}
     # A progress bar per load would flood executor logs; restore the caller's setting afterwards.
     progress_bar = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
@@ -291,21 +300,27 @@ def bind(weights: Weights, spec: ModelSpec) -> LoadedModel:
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
-def check_weights_format(model_dir: Path, *, allow_pickle: bool) -> None:
+def check_weights_format(where: str, names: Iterable[str], *, allow_pickle: bool) -> None:
     """Refuse a model whose only weights are pickle checkpoints, unless `allow_pickle`.
 
     Unpickling a checkpoint runs any code its author put in it, so a model from an untrusted source must
     come as safetensors (plain tensors, nothing executable).
 
+    Args:
+        where: The model directory or URI, for the message.
+        names: The entries of the model directory.
+        allow_pickle: ``ModelSpec.allow_pickle``.
+
     Raises:
-        ModelLoadError: When `model_dir` has pickle checkpoints and no safetensors weights.
+        ModelLoadError: When the directory has pickle checkpoints and no safetensors weights.
     """
-    if allow_pickle or any(model_dir.glob("*.safetensors")):
+    every = list(names)
+    if allow_pickle or any(n.endswith(".safetensors") for n in every):
         return
-    pickles = sorted({p.name for pattern in _PICKLE_PATTERNS for p in model_dir.glob(pattern)})
+    pickles = sorted({n for n in every if any(fnmatch.fnmatch(n, pattern) for pattern in _PICKLE_PATTERNS)})
     if pickles:
         raise ModelLoadError(
-            f"{str(model_dir)!r} holds its weights only as pickle checkpoints ({', '.join(pickles)}); loading "
+            f"{where!r} holds its weights only as pickle checkpoints ({', '.join(pickles)}); loading "
             "them runs any code the file contains, so sparkinfer loads only safetensors by default (got "
             "allow_pickle=False). Convert it once where you trust it (from_pretrained, then save_pretrained writes "
             "model.safetensors), or, "

@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
+from sparkinfer.engine import sources
 from sparkinfer.engine.metrics import MAXIMA, Metrics
 from sparkinfer.engine.runner import output_type
 from sparkinfer.errors import SpecError
@@ -46,20 +47,23 @@ def _kind(field: dataclasses.Field[Any]) -> str:
 
 
 def predict_columns(
-    df: DataFrame, spec: ModelSpec, outputs: Sequence[tuple[str, str]], *, progress: str | None = None
+    df: DataFrame, unpinned: ModelSpec, outputs: Sequence[tuple[str, str]], *, progress: str | None = None
 ) -> DataFrame:
     """`df` with one prediction column per (input, output) pair, plus `METRICS_COLUMN`.
 
     Every input column goes through the same model in one stream: an Arrow batch of n rows and k input
     columns becomes k*n texts, length-sorted together. An output named like an existing column replaces it
     in place (``withColumn`` semantics). With `progress` (a `progress.Progress` address) the tasks report
-    the rows they finish to the driver as they go.
+    the rows they finish to the driver as they go. A remote model is pinned here unless it is already
+    (`sources.pin`).
 
     Raises:
         SpecError: When an input column is missing or not a string column.
     """
     from pyspark.sql.pandas.types import from_arrow_type
 
+    # The job pins the spec (and fingerprints it) before it gets here; a remote model is pinned once.
+    spec = unpinned if unpinned.revision is not None else sources.pin(unpinned)
     _check_dependencies(spec)
     for source, _ in outputs:
         if source not in df.columns:

@@ -33,6 +33,7 @@ from typing import Any, Literal, get_args
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sparkinfer.engine import sources
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.errors import SparkInferError, SpecError, TableError
 from sparkinfer.spark import _cli, partitioning, preflight, publish, tables
@@ -228,7 +229,9 @@ def fingerprint(job: Job) -> Fingerprint:
     Batching and placement fields are left out (they change speed, not predictions), and so are fields at
     their defaults, so that a sparkinfer release adding a spec field does not change existing fingerprints.
     A local model directory is made absolute. A model replaced in place at the same path and revision keeps
-    its fingerprint: version model paths, or pin `revision`.
+    its fingerprint: version model paths, or pin `revision`. A remote model (object storage, the MLflow
+    registry) is pinned by `preflight.pin` first: its revision (a digest of the store's ETags or version ids,
+    or the registry's model version) is in the fingerprint, so a changed object or a moved alias changes it.
     """
     spec = job.spec.cache_key
     fields: dict[str, Any] = {}
@@ -359,7 +362,14 @@ def run(spark: SparkSession, job: Job) -> RunReport:
 
     if TaskContext.get() is not None:
         raise RuntimeError("sparkinfer.spark.job.run runs on the driver, not inside a Spark task")
+    # A remote model's revision is resolved once: every chunk's tasks load it, and the fingerprint holds it.
+    return _run_pinned(spark, preflight.pin(job))
+
+
+def _run_pinned(spark: SparkSession, job: Job) -> RunReport:
     preflight.check(spark, job)  # everything that can fail before a Spark job fails here
+    if sources.is_remote(job.spec.model):
+        log.info("sparkinfer: model %s at revision %s", job.spec.model, job.spec.revision)
     started = time.perf_counter()
     fp = fingerprint(job)
     engine = tables.resolve_delta_engine(spark, job.delta_engine)  # decided once, not per chunk
@@ -822,12 +832,15 @@ def _session(master: str | None, *, verbose: bool = False) -> SparkSession:
 
 @contextlib.contextmanager
 def _progress_log() -> Iterator[None]:
-    """Log sparkinfer's INFO lines (one per chunk) to stderr while the command runs, then restore the logger."""
+    """Log sparkinfer's INFO lines (one per chunk) to stderr while the command runs, then restore the logger.
+
+    A logger set to DEBUG already stays at DEBUG.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     level = log.level
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
     try:
         yield
     finally:

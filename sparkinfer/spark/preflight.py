@@ -18,6 +18,7 @@ they load it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
+from sparkinfer.engine import sources
 from sparkinfer.errors import ModelLoadError, SparkInferError, SpecError, TableError
 from sparkinfer.spark import _deltars, tables
 from sparkinfer.spark.tables import DeltaEngine, WriteFormat
@@ -77,13 +79,23 @@ def check(spark: SparkSession, job: Job) -> None:
     _check_dependencies(job.spec)
 
 
+def pin(job: Job) -> Job:
+    """`job` with its remote model pinned at the store's or registry's current revision (`sources.pin`).
+
+    Raises:
+        ModelLoadError: For a remote model that cannot be listed, or whose config cannot be read.
+        MissingDependencyError: For a scheme whose filesystem package (or mlflow) is not installed.
+    """
+    return dataclasses.replace(job, spec=sources.pin(job.spec))
+
+
 def raised_by_check(exc: BaseException) -> bool:
-    """Whether `exc` came out of `check`: a user error found before any Spark job started."""
+    """Whether `exc` came out of `check` or `pin`: a user error found before any Spark job started."""
     if not isinstance(exc, SparkInferError):
         return False
     frame = exc.__traceback__
     while frame is not None:
-        if frame.tb_frame.f_code is check.__code__:
+        if frame.tb_frame.f_code in (check.__code__, pin.__code__):
             return True
         frame = frame.tb_next
     return False
@@ -409,6 +421,9 @@ def _check_model(spark: SparkSession, spec: ModelSpec) -> None:
     from sparkinfer.engine import inspect_model
 
     name = spec.model
+    if sources.is_remote(name):  # listed and its config read, not downloaded
+        inspect_model.check_files(*sources.describe(spec), spec)
+        return
     local = Path(name).expanduser()
     if local.is_dir():
         inspect_model.check_model_dir(local, spec)

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.udf import UserDefinedFunction
 
 from sparkinfer._optional import check_installed
-from sparkinfer.engine import constrain
+from sparkinfer.engine import constrain, sources
 from sparkinfer.engine.metrics import Metrics
 from sparkinfer.engine.placement import TaskResources
 from sparkinfer.engine.runner import output_type
@@ -300,7 +300,8 @@ def _string_input(column: Column) -> Column:
     return F.collate(column, "UTF8_BINARY") if hasattr(F, "collate") else column
 
 
-def _make_udf(spec: ModelSpec) -> UserDefinedFunction:
+def _make_udf(unpinned: ModelSpec) -> UserDefinedFunction:
+    spec = sources.pin(unpinned)  # a remote model's revision, fixed for every task (it fails here if unreachable)
     _check_dependencies(spec)
     return_type = spark_ddl(output_type(spec))
     gpu_amount = _task_gpu_amount()

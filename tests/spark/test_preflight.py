@@ -97,6 +97,22 @@ def test_a_model_without_a_tokenizer_exits_2(spark: Any, source: str, tiny_class
     )
 
 
+def test_a_remote_model_that_cannot_load_exits_2(spark: Any, source: str, tiny_classifier: str, s3: Any,
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The driver lists the store and reads the config; nothing is downloaded and no Spark job runs."""
+    absent = _fails_fast(spark, capsys, _run(source, tmp_path / "out", "s3://models/absent"))
+    assert absent.startswith("sparkinfer run: error: ModelLoadError: ModelSpec.model 's3://models/absent' holds no "
+                             "files"), absent
+    model = tmp_path / "untokenized"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(Path(tiny_classifier) / name, model / name)
+    s3.upload(str(model), "s3://models/untokenized")
+    line = _fails_fast(spark, capsys, _run(source, tmp_path / "out", "s3://models/untokenized"))
+    assert line.startswith("sparkinfer run: error: ModelLoadError: the model directory 's3://models/untokenized' "
+                           "has no tokenizer"), line
+
+
 def test_a_task_the_architecture_cannot_do_exits_2(spark: Any, source: str, tiny_causal_lm: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     line = _fails_fast(spark, capsys, _run(source, tmp_path / "out", tiny_causal_lm, "embedding"))
